@@ -1,0 +1,1 @@
+//! `check`: the policy engine applied offline to manifests.

@@ -1,0 +1,11 @@
+//! coder-guard: keeps a Coder deployment on Kubernetes correct by construction.
+//!
+//! One policy engine (`policy`) behind three edges: the admission webhook, the reconcile loop
+//! and the offline `check` command.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod check;
+pub mod policy;
+pub mod yaml;

@@ -1,0 +1,18 @@
+//! Environment variable names coderd, the provisioner daemon and the operator care about.
+
+/// Provisioner key the daemon authenticates with.
+pub const PROVISIONER_KEY: &str = "CODER_PROVISIONER_DAEMON_KEY";
+/// Legacy pre-shared key.
+pub const PROVISIONER_PSK: &str = "CODER_PROVISIONER_DAEMON_PSK";
+/// Organization flag's env form.
+pub const ORGANIZATION: &str = "CODER_ORGANIZATION";
+/// Provisioner tags flag's env form.
+pub const PROVISIONER_TAGS: &str = "CODER_PROVISIONERD_TAGS";
+/// Provisioner daemon name.
+pub const DAEMON_NAME: &str = "CODER_PROVISIONER_DAEMON_NAME";
+/// coderd URL the daemon connects to.
+pub const CODER_URL: &str = "CODER_URL";
+/// coderd's database URL.
+pub const PG_CONNECTION_URL: &str = "CODER_PG_CONNECTION_URL";
+/// coderd's access URL.
+pub const ACCESS_URL: &str = "CODER_ACCESS_URL";

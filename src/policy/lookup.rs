@@ -1,0 +1,253 @@
+//! `Lookup`: what rules may know about other objects, and `Index`, the in-memory
+//! implementation fed by both the `check` manifest set and the cluster cache.
+//!
+//! Secrets are kept as key names plus a SHA-256 digest of each value; no value is stored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::kind::Kind;
+
+/// The answer to a lookup.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Found<T> {
+    /// The object exists.
+    Present(T),
+    /// The object does not exist (the source is authoritative).
+    Absent,
+    /// The source cannot tell (offline input that does not contain it).
+    Unknown,
+}
+
+/// An object's identity.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// What is known about one Secret value: whether it is empty, and its SHA-256.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValueDigest {
+    pub empty: bool,
+    pub sha256: [u8; 32],
+}
+
+impl ValueDigest {
+    /// Digest of raw bytes.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self { empty: bytes.is_empty(), sha256: Sha256::digest(bytes).into() }
+    }
+
+    /// Lowercase hex of the SHA-256.
+    pub fn hex(&self) -> String {
+        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// What is known about a Secret: its keys and value digests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretInfo {
+    pub keys: BTreeMap<String, ValueDigest>,
+    /// Assumed to exist with any key (`check --assume-secret NS/NAME`).
+    pub any_key: bool,
+}
+
+/// The state of one key of a Secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    Missing,
+    Empty,
+    Present,
+}
+
+impl SecretInfo {
+    /// Builds from a Secret object's `data` (base64) and `stringData`, digesting the values.
+    pub fn from_object(secret: &Value) -> Self {
+        use base64::Engine as _;
+        let mut keys = BTreeMap::new();
+        if let Some(Value::Object(data)) = secret.get("data") {
+            for (k, v) in data {
+                let raw = v.as_str().unwrap_or_default();
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(raw.trim())
+                    .unwrap_or_else(|_| raw.as_bytes().to_vec());
+                keys.insert(k.clone(), ValueDigest::of(&bytes));
+            }
+        }
+        if let Some(Value::Object(data)) = secret.get("stringData") {
+            for (k, v) in data {
+                let s = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                keys.insert(k.clone(), ValueDigest::of(s.as_bytes()));
+            }
+        }
+        Self { keys, any_key: false }
+    }
+
+    /// The state of `key`.
+    pub fn key(&self, key: &str) -> KeyState {
+        match self.keys.get(key) {
+            Some(d) if d.empty => KeyState::Empty,
+            Some(_) => KeyState::Present,
+            None if self.any_key => KeyState::Present,
+            None => KeyState::Missing,
+        }
+    }
+}
+
+/// Which coderd an object talks to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Coderd {
+    /// Through a `CoderInstance` of this name.
+    Instance(String),
+    /// Through a `CoderControlPlane` of this name.
+    ControlPlane(String),
+}
+
+/// A coderd-side object that at most one resource may manage. Names are normalized the way
+/// coderd compares them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Claim {
+    Organization { namespace: String, instance: String, name: String },
+    AiProvider { namespace: String, instance: String, name: String },
+    ProvisionerKey { namespace: String, coderd: Coderd, organization: String, name: String },
+    /// The license of the coderd behind a control plane.
+    License { namespace: String, control_plane: String },
+    /// A `CoderInstance` that fronts this control plane.
+    InstanceOf { namespace: String, control_plane: String },
+    /// Deployment-wide state (appearance, organization sync, license) of one coderd,
+    /// identified by its normalized URL or `<namespace>/<control plane>`.
+    DeploymentState { coderd: String },
+    /// A Secret whose data the operator or the reconcile loop writes.
+    WrittenSecret { namespace: String, name: String },
+}
+
+/// Read access to other objects, for rules.
+pub trait Lookup {
+    /// The Secret `namespace/name`.
+    fn secret(&self, namespace: &str, name: &str) -> Found<Arc<SecretInfo>>;
+    /// A `CoderControlPlane`, `CoderInstance` or `CoderProvisionerKey` as raw JSON.
+    fn object(&self, kind: Kind, namespace: &str, name: &str) -> Found<Arc<Value>>;
+    /// Every object that makes `claim`, in a stable order.
+    fn claimants(&self, claim: &Claim) -> Vec<ObjectKey>;
+}
+
+/// Kinds whose whole objects an `Index` keeps for `Lookup::object`.
+pub const INDEXED_KINDS: [Kind; 3] = [Kind::CoderControlPlane, Kind::CoderInstance, Kind::CoderProvisionerKey];
+
+/// An in-memory `Lookup`.
+#[derive(Debug, Default)]
+pub struct Index {
+    secrets: HashMap<(String, String), Arc<SecretInfo>>,
+    objects: HashMap<ObjectKey, Arc<Value>>,
+    claims: HashMap<Claim, Vec<ObjectKey>>,
+    /// The claims each object makes, to forget them on removal.
+    claimed_by: HashMap<ObjectKey, Vec<Claim>>,
+    /// When true a miss is `Absent`; when false it is `Unknown`.
+    authoritative: bool,
+}
+
+impl Index {
+    /// An empty index. `authoritative` says whether a miss proves absence.
+    pub fn new(authoritative: bool) -> Self {
+        Self { authoritative, ..Self::default() }
+    }
+
+    /// Adds (or replaces) an object; kinds the engine does not know are ignored.
+    pub fn insert(&mut self, object: &Value, default_namespace: &str) {
+        let Some(kind) = Kind::of(object) else { return };
+        let meta = object.get("metadata");
+        let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default();
+        let namespace = meta
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .unwrap_or(default_namespace);
+        let key = ObjectKey { kind, namespace: namespace.to_owned(), name: name.to_owned() };
+        self.remove(&key);
+        if kind == Kind::Secret {
+            self.secrets.insert((key.namespace, key.name), Arc::new(SecretInfo::from_object(object)));
+            return;
+        }
+        let claims = super::claims::claims_of(kind, object, namespace);
+        for claim in &claims {
+            let owners = self.claims.entry(claim.clone()).or_default();
+            owners.push(key.clone());
+            owners.sort();
+        }
+        if !claims.is_empty() {
+            self.claimed_by.insert(key.clone(), claims);
+        }
+        if INDEXED_KINDS.contains(&kind) {
+            self.objects.insert(key, Arc::new(object.clone()));
+        }
+    }
+
+    /// Records a Secret assumed to exist: with `key`, that key is present; without, any key is.
+    pub fn assume_secret(&mut self, namespace: &str, name: &str, key: Option<&str>) {
+        let entry = self.secrets.entry((namespace.to_owned(), name.to_owned())).or_default();
+        let info = Arc::make_mut(entry);
+        match key {
+            Some(k) => {
+                info.keys.insert(k.to_owned(), ValueDigest::of(b"assumed"));
+            }
+            None => info.any_key = true,
+        }
+    }
+
+    /// Forgets an object.
+    pub fn remove(&mut self, key: &ObjectKey) {
+        if key.kind == Kind::Secret {
+            self.secrets.remove(&(key.namespace.clone(), key.name.clone()));
+            return;
+        }
+        self.objects.remove(key);
+        for claim in self.claimed_by.remove(key).unwrap_or_default() {
+            if let Some(owners) = self.claims.get_mut(&claim) {
+                owners.retain(|o| o != key);
+                if owners.is_empty() {
+                    self.claims.remove(&claim);
+                }
+            }
+        }
+    }
+
+    fn miss<T>(&self) -> Found<T> {
+        if self.authoritative { Found::Absent } else { Found::Unknown }
+    }
+}
+
+impl Lookup for Index {
+    fn secret(&self, namespace: &str, name: &str) -> Found<Arc<SecretInfo>> {
+        match self.secrets.get(&(namespace.to_owned(), name.to_owned())) {
+            Some(s) => Found::Present(s.clone()),
+            None => self.miss(),
+        }
+    }
+
+    fn object(&self, kind: Kind, namespace: &str, name: &str) -> Found<Arc<Value>> {
+        let key = ObjectKey { kind, namespace: namespace.to_owned(), name: name.to_owned() };
+        match self.objects.get(&key) {
+            Some(o) => Found::Present(o.clone()),
+            None => self.miss(),
+        }
+    }
+
+    fn claimants(&self, claim: &Claim) -> Vec<ObjectKey> {
+        self.claims.get(claim).cloned().unwrap_or_default()
+    }
+}

@@ -1,0 +1,6 @@
+//! (family in progress)
+
+use super::Rule;
+
+/// Rules of this family.
+pub const RULES: &[Rule] = &[];
