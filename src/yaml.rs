@@ -96,7 +96,8 @@ fn scan_error(e: &ScanError) -> YamlError {
 
 enum Frame {
     Seq(Vec<Value>, usize),
-    Map(Map<String, Value>, Option<(String, usize)>, usize),
+    /// Entries, pending key with its line, merged (`<<`) entries, anchor.
+    Map(Map<String, Value>, Option<(String, usize)>, Map<String, Value>, usize),
 }
 
 #[derive(Default)]
@@ -121,14 +122,17 @@ impl Builder {
                 return Ok(Some(Document { value, line: self.doc_line }));
             }
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(Vec::new(), anchor)),
-            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map(Map::new(), None, anchor)),
+            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map(Map::new(), None, Map::new(), anchor)),
             Event::SequenceEnd => {
                 if let Some(Frame::Seq(items, anchor)) = self.stack.pop() {
                     self.value(Value::Array(items), anchor, line)?;
                 }
             }
             Event::MappingEnd => {
-                if let Some(Frame::Map(map, _, anchor)) = self.stack.pop() {
+                if let Some(Frame::Map(mut map, _, merged, anchor)) = self.stack.pop() {
+                    for (k, v) in merged {
+                        map.entry(k).or_insert(v);
+                    }
                     self.value(Value::Object(map), anchor, line)?;
                 }
             }
@@ -158,9 +162,9 @@ impl Builder {
         match self.stack.last_mut() {
             None => self.root = Some(value),
             Some(Frame::Seq(items, _)) => items.push(value),
-            Some(Frame::Map(map, pending, _)) => match pending.take() {
+            Some(Frame::Map(map, pending, merged, _)) => match pending.take() {
                 None => *pending = Some((key_string(value, line)?, line)),
-                Some((key, _)) if key == "<<" => merge_into(map, value, line)?,
+                Some((key, _)) if key == "<<" => merge_into(merged, value, line)?,
                 Some((key, key_line)) => {
                     if map.contains_key(&key) {
                         return Err(YamlError {
@@ -189,7 +193,7 @@ fn key_string(value: Value, line: usize) -> Result<String, YamlError> {
     }
 }
 
-/// YAML merge key (`<<: *base`): keys already present win.
+/// YAML merge key (`<<: *base`): collected aside; the mapping's own keys win at its end.
 fn merge_into(map: &mut Map<String, Value>, value: Value, line: usize) -> Result<(), YamlError> {
     let sources = match value {
         Value::Object(m) => vec![m],
