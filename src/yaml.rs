@@ -5,8 +5,6 @@
 //! `kubectl`. Line numbers are 1-based. Parsing keeps no position table: `locate` re-reads one
 //! document when a finding needs its line, which keeps the common (clean) path cheap.
 
-use std::borrow::Cow;
-
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span, Tag};
 use serde_json::{Map, Number, Value};
 
@@ -214,7 +212,7 @@ fn merge_into(map: &mut Map<String, Value>, value: Value, line: usize) -> Result
     Ok(())
 }
 
-fn resolve_scalar(text: &Cow<'_, str>, style: ScalarStyle, tag: Option<&Tag>) -> Value {
+fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Value {
     if let Some(tag) = tag.filter(|t| t.is_yaml_core_schema()) {
         return match tag.suffix.as_str() {
             "str" | "binary" | "timestamp" => Value::String(text.to_string()),

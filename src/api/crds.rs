@@ -19,3 +19,14 @@ pub fn all() -> Vec<CustomResourceDefinition> {
 pub fn file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))
 }
+
+/// A CRD as a YAML document.
+pub fn render(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::SerializeError> {
+    serde_saphyr::to_string(crd)
+}
+
+/// All CRDs as one YAML stream.
+pub fn render_stream(crds: &[CustomResourceDefinition]) -> Result<String, serde_saphyr::SerializeError> {
+    let docs = crds.iter().map(render).collect::<Result<Vec<_>, _>>()?;
+    Ok(docs.iter().map(|d| format!("---\n{d}")).collect())
+}

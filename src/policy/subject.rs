@@ -18,7 +18,7 @@ use crate::api::workload::Deployment;
 /// A decoded object of a kind the engine knows.
 #[derive(Clone, Debug)]
 pub enum Object {
-    ControlPlane(CoderControlPlane),
+    ControlPlane(Box<CoderControlPlane>),
     Provisioner(CoderProvisioner),
     WorkspaceProxy(CoderWorkspaceProxy),
     Instance(CoderInstance),
@@ -39,7 +39,7 @@ impl Object {
     /// Decodes `value` as `kind`. Secrets have no view.
     pub fn decode(kind: Kind, value: &Value) -> Result<Object, DecodeError> {
         Ok(match kind {
-            Kind::CoderControlPlane => Object::ControlPlane(decode(value)?),
+            Kind::CoderControlPlane => Object::ControlPlane(Box::new(decode(value)?)),
             Kind::CoderProvisioner => Object::Provisioner(decode(value)?),
             Kind::CoderWorkspaceProxy => Object::WorkspaceProxy(decode(value)?),
             Kind::CoderInstance => Object::Instance(decode(value)?),

@@ -547,9 +547,9 @@ mod tests {
     fn duplicate_claims_case_insensitive() {
         let a = organization("a", json!({"instanceRef": {"name": "main"}, "name": "Data"}));
         let b = organization("b", json!({"instanceRef": {"name": "main"}, "name": "data"}));
-        assert_eq!(denied(&create(&b, &[a.clone()]), "unique-coderd-object"), ["spec.name"]);
+        assert_eq!(denied(&create(&b, std::slice::from_ref(&a)), "unique-coderd-object"), ["spec.name"]);
         // Updating the same object is not a conflict with itself.
-        assert!(hits(&update(&a, &a, &[a.clone()]), "unique-coderd-object").is_empty());
+        assert!(hits(&update(&a, &a, std::slice::from_ref(&a)), "unique-coderd-object").is_empty());
         let other_instance = organization("c", json!({"instanceRef": {"name": "other"}, "name": "data"}));
         assert!(hits(&create(&other_instance, &[a]), "unique-coderd-object").is_empty());
     }
@@ -567,7 +567,7 @@ mod tests {
     fn license_twice() {
         let c = control_plane("cp", json!({"licenseSecretRef": {"name": "lic"}}));
         let i = instance("main", json!({"controlPlaneRef": {"name": "cp"}, "license": {"secretRef": {"name": "lic2"}}}));
-        assert_eq!(denied(&create(&i, &[c.clone()]), "license-managed-once"), ["spec.license"]);
+        assert_eq!(denied(&create(&i, std::slice::from_ref(&c)), "license-managed-once"), ["spec.license"]);
         assert_eq!(denied(&create(&c, &[i]), "license-managed-once"), ["spec.licenseSecretRef"]);
         let no_license = instance("main", json!({"controlPlaneRef": {"name": "cp"}}));
         assert!(hits(&create(&c, &[no_license]), "license-managed-once").is_empty());
@@ -577,9 +577,9 @@ mod tests {
     fn written_secret_must_not_be_a_credential() {
         let c = control_plane("cp", json!({"licenseSecretRef": {"name": "lic"}}));
         let p = provisioner("p", json!({"controlPlaneRef": {"name": "cp"}, "key": {"secretName": "cp-operator-token"}}));
-        assert_eq!(denied(&create(&p, &[c.clone()]), "written-secret-conflict"), ["spec.key.secretName"]);
+        assert_eq!(denied(&create(&p, std::slice::from_ref(&c)), "written-secret-conflict"), ["spec.key.secretName"]);
         let p = provisioner("p", json!({"controlPlaneRef": {"name": "cp"}, "key": {"secretName": "lic"}}));
-        assert_eq!(denied(&create(&p, &[c.clone()]), "written-secret-conflict"), ["spec.key.secretName"]);
+        assert_eq!(denied(&create(&p, std::slice::from_ref(&c)), "written-secret-conflict"), ["spec.key.secretName"]);
         let p = provisioner("p", json!({"controlPlaneRef": {"name": "cp"}}));
         assert!(hits(&create(&p, &[c]), "written-secret-conflict").is_empty());
         let i = instance("main", json!({"url": "https://c.example.com", "tokenSecretRef": {"name": "tok"}}));

@@ -1,0 +1,222 @@
+//! The `check` pipeline: index every input (pass 1), then evaluate each object against that
+//! index (pass 2). Files are read once per pass and dropped, so memory follows the largest
+//! file plus the small index, not the corpus.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::input::{self, Source};
+use super::model::{CheckReport, InputError, Item, Location, ObjectRef};
+use crate::policy::path::{FieldPath, Segment};
+use crate::policy::{Engine, Index, Kind, Operation, Request};
+use crate::yaml;
+
+/// A Secret assumed to exist (`--assume-secret NS/NAME[:KEY]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssumedSecret {
+    pub namespace: String,
+    pub name: String,
+    pub key: Option<String>,
+}
+
+impl AssumedSecret {
+    /// Parses `NS/NAME[:KEY]`; without `NS/` the default namespace applies.
+    pub fn parse(s: &str, default_namespace: &str) -> Result<Self, String> {
+        let (ns_name, key) = match s.split_once(':') {
+            Some((a, k)) => (a, Some(k)),
+            None => (s, None),
+        };
+        let (namespace, name) = ns_name.split_once('/').unwrap_or((default_namespace, ns_name));
+        if namespace.is_empty() || name.is_empty() || key == Some("") {
+            return Err(format!("--assume-secret {s:?}: expected NAMESPACE/NAME or NAMESPACE/NAME:KEY"));
+        }
+        Ok(Self { namespace: namespace.into(), name: name.into(), key: key.map(str::to_owned) })
+    }
+}
+
+/// Inputs of one run.
+#[derive(Clone, Debug, Default)]
+pub struct CheckInput {
+    /// Paths as given (`-` is stdin).
+    pub paths: Vec<String>,
+    /// Namespace of objects that name none.
+    pub namespace: String,
+    pub assume_secrets: Vec<AssumedSecret>,
+    /// Evaluate objects that also exist at this git revision as UPDATEs.
+    pub base: Option<String>,
+    /// Evaluate objects that also exist in these paths as UPDATEs.
+    pub previous: Vec<String>,
+}
+
+/// One object found in a document: itself, or an item of a `List`.
+struct Embedded<'a> {
+    value: &'a Value,
+    /// Path of the object inside its document (`items[3]` for list items).
+    prefix: FieldPath,
+}
+
+/// Runs `check` over `input` with `engine`.
+pub fn run(engine: &Engine, input: &CheckInput) -> CheckReport {
+    let mut report = CheckReport::default();
+    let (sources, errors) = input::discover(&input.paths);
+    report.errors.extend(errors);
+    let stdin = if sources.iter().any(|s| s.origin == input::Origin::Stdin) {
+        input::read_stdin().unwrap_or_else(|e| {
+            report.errors.push(e);
+            String::new()
+        })
+    } else {
+        String::new()
+    };
+
+    let mut index = Index::new(false);
+    for secret in &input.assume_secrets {
+        index.assume_secret(&secret.namespace, &secret.name, secret.key.as_deref());
+    }
+    for source in &sources {
+        index_source(source, &stdin, &input.namespace, &mut index);
+    }
+    let old = previous_objects(input, &mut report.errors);
+
+    for source in &sources {
+        report.files += 1;
+        let text = match input::read(source, &stdin) {
+            Ok(t) => t,
+            Err(e) => {
+                report.errors.push(e);
+                continue;
+            }
+        };
+        let (docs, parse_error) = yaml::parse_documents(&text);
+        report.documents += docs.iter().filter(|d| !d.value.is_null()).count();
+        if let Some(e) = parse_error {
+            report.errors.push(InputError { file: source.display.clone(), line: Some(e.line), message: e.message });
+        }
+        for (n, doc) in docs.iter().enumerate() {
+            let mut objects = Vec::new();
+            if let Err(e) = objects_of(&doc.value, &mut objects) {
+                report.errors.push(InputError { file: source.display.clone(), line: Some(doc.line), message: e });
+                continue;
+            }
+            for obj in objects {
+                let Some(kind) = Kind::of(obj.value) else { continue };
+                if kind == Kind::Secret {
+                    continue;
+                }
+                report.objects_checked += 1;
+                let object = object_ref(obj.value, &input.namespace);
+                let old_object = old.get(&identity(obj.value, &input.namespace));
+                let req = Request {
+                    operation: if old_object.is_some() { Operation::Update } else { Operation::Create },
+                    object: obj.value,
+                    old_object,
+                    namespace: &object.namespace,
+                    dry_run: false,
+                };
+                let eval = engine.evaluate(&req, &index);
+                for finding in eval.findings {
+                    let segments: Vec<Segment> =
+                        obj.prefix.segments().iter().chain(finding.path.segments()).cloned().collect();
+                    let line = yaml::locate(&text, doc.line, &segments);
+                    let location = Location { file: source.display.clone(), line, document: n };
+                    report.items.push(Item { location, object: object.clone(), finding });
+                }
+            }
+        }
+    }
+    report.errors.sort();
+    report
+}
+
+/// Pass 1: adds every object of `source` to the index; parse problems are reported in pass 2.
+fn index_source(source: &Source, stdin: &str, namespace: &str, index: &mut Index) {
+    let Ok(text) = input::read(source, stdin) else { return };
+    let (docs, _) = yaml::parse_documents(&text);
+    for doc in &docs {
+        let mut objects = Vec::new();
+        if objects_of(&doc.value, &mut objects).is_ok() {
+            objects.iter().for_each(|obj| index.insert(obj.value, namespace));
+        }
+    }
+}
+
+/// The objects in one document: the document itself, or the items of a `*List`.
+fn objects_of<'a>(value: &'a Value, out: &mut Vec<Embedded<'a>>) -> Result<(), String> {
+    match value {
+        Value::Null => Ok(()),
+        Value::Object(map) => {
+            let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
+            if kind.is_empty() || map.get("apiVersion").and_then(Value::as_str).unwrap_or_default().is_empty() {
+                return Err("document has no apiVersion or kind; every Kubernetes object needs both".into());
+            }
+            if kind.ends_with("List")
+                && let Some(Value::Array(items)) = map.get("items")
+            {
+                for (i, item) in items.iter().enumerate() {
+                    if !item.get("kind").is_some_and(Value::is_string) {
+                        return Err(format!("items[{i}] of the {kind} is not a Kubernetes object"));
+                    }
+                    out.push(Embedded { value: item, prefix: FieldPath::root().key("items").index(i) });
+                }
+                return Ok(());
+            }
+            out.push(Embedded { value, prefix: FieldPath::root() });
+            Ok(())
+        }
+        _ => Err("document is not a mapping; expected a Kubernetes object".into()),
+    }
+}
+
+/// `(apiVersion, kind, namespace, name)`: how `--base`/`--previous` objects are matched.
+type Identity = (String, String, String, String);
+
+fn identity(value: &Value, default_namespace: &str) -> Identity {
+    let r = object_ref(value, default_namespace);
+    (r.api_version, r.kind, r.namespace, r.name)
+}
+
+fn object_ref(value: &Value, default_namespace: &str) -> ObjectRef {
+    let s = |p: &str| value.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let namespace = Some(s("/metadata/namespace")).filter(|n| !n.is_empty()).unwrap_or_else(|| default_namespace.to_owned());
+    ObjectRef { api_version: s("/apiVersion"), kind: s("/kind"), namespace, name: s("/metadata/name") }
+}
+
+/// Objects of known kinds from `--base` and `--previous`, by identity.
+fn previous_objects(input: &CheckInput, errors: &mut Vec<InputError>) -> HashMap<Identity, Value> {
+    let mut sources = Vec::new();
+    if let Some(rev) = &input.base {
+        let (s, e) = input::at_revision(rev, &input.paths);
+        sources.extend(s);
+        errors.extend(e);
+    }
+    if !input.previous.is_empty() {
+        let (s, e) = input::discover(&input.previous);
+        sources.extend(s);
+        errors.extend(e);
+    }
+    let mut old = HashMap::new();
+    for source in &sources {
+        let text = match input::read(source, "") {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let (docs, parse_error) = yaml::parse_documents(&text);
+        if let Some(e) = parse_error {
+            errors.push(InputError { file: source.display.clone(), line: Some(e.line), message: e.message });
+        }
+        for doc in docs {
+            let mut objects = Vec::new();
+            if objects_of(&doc.value, &mut objects).is_err() {
+                continue;
+            }
+            for obj in objects.into_iter().filter(|o| Kind::of(o.value).is_some_and(|k| k != Kind::Secret)) {
+                old.insert(identity(obj.value, &input.namespace), obj.value.clone());
+            }
+        }
+    }
+    old
+}
