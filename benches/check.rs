@@ -122,8 +122,7 @@ fn document(n: usize, ns: &str) -> String {
         0 | 5 => {
             let _ = write!(
                 s,
-                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s{n}\n  namespace: {ns}\n  labels:\n    app: coder\ntype: Opaque\ndata:\n  token: {}\n  key: {}\n",
-                "dG9rZW4tdmFsdWUtMDEyMzQ1Njc4OQ==", "cHJvdmlzaW9uZXIta2V5LXZhbHVl"
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s{n}\n  namespace: {ns}\n  labels:\n    app: coder\ntype: Opaque\ndata:\n  token: dG9rZW4tdmFsdWUtMDEyMzQ1Njc4OQ==\n  key: cHJvdmlzaW9uZXIta2V5LXZhbHVl\n"
             );
         }
         1 | 6 | 9 => {

@@ -123,8 +123,8 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         args;
     let config = match &config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read --config {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read --config {}", path.display()))?;
             RuleConfig::parse(&text, &path.display().to_string(), &rules::ids())?
         }
         None => RuleConfig::default(),

@@ -220,11 +220,7 @@ fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Value {
             _ => resolve_plain(text),
         };
     }
-    if style == ScalarStyle::Plain && tag.is_none() {
-        resolve_plain(text)
-    } else {
-        Value::String(text.to_string())
-    }
+    if style == ScalarStyle::Plain && tag.is_none() { resolve_plain(text) } else { Value::String(text.to_string()) }
 }
 
 fn resolve_plain(s: &str) -> Value {
@@ -242,10 +238,7 @@ fn resolve_plain(s: &str) -> Value {
     if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.')) {
         return Value::String(s.to_owned());
     }
-    parse_int(s)
-        .map(Value::from)
-        .or_else(|| parse_float(s))
-        .unwrap_or_else(|| Value::String(s.to_owned()))
+    parse_int(s).map(Value::from).or_else(|| parse_float(s)).unwrap_or_else(|| Value::String(s.to_owned()))
 }
 
 fn parse_int(s: &str) -> Option<i64> {
@@ -274,8 +267,8 @@ fn parse_int(s: &str) -> Option<i64> {
 fn parse_float(s: &str) -> Option<Value> {
     let body = s.trim_start_matches(['-', '+']);
     let digits = body.bytes().filter(u8::is_ascii_digit).count();
-    let valid = digits > 0
-        && body.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+' | b'_'));
+    let valid =
+        digits > 0 && body.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+' | b'_'));
     if !valid {
         return None;
     }
@@ -405,7 +398,10 @@ mod tests {
     fn anchors_aliases_and_merge_keys() {
         let (docs, err) = parse_documents("base: &b {a: 1, c: 2}\nuse:\n  <<: *b\n  c: 3\nlist: [*b]\n");
         assert_eq!(err, None);
-        assert_eq!(docs[0].value, json!({"base": {"a": 1, "c": 2}, "use": {"c": 3, "a": 1}, "list": [{"a": 1, "c": 2}]}));
+        assert_eq!(
+            docs[0].value,
+            json!({"base": {"a": 1, "c": 2}, "use": {"c": 3, "a": 1}, "list": [{"a": 1, "c": 2}]})
+        );
     }
 
     #[test]

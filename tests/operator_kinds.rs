@@ -77,7 +77,13 @@ fn objects_with_every_schema_field_decode() {
         if let Err(e) = Object::decode(kind, &object) {
             panic!("{kind} with every field does not decode at {}: {}", e.path, e.message);
         }
-        let req = Request { operation: Operation::Create, object: &object, old_object: None, namespace: "coder", dry_run: false };
+        let req = Request {
+            operation: Operation::Create,
+            object: &object,
+            old_object: None,
+            namespace: "coder",
+            dry_run: false,
+        };
         let eval = Engine::default().evaluate(&req, &Index::new(false));
         assert!(eval.findings.iter().all(|f| f.rule != "schema"), "{kind}: {:?}", eval.findings);
     }
@@ -103,7 +109,8 @@ fn operator_samples_decode() {
 fn a_wrong_type_is_a_schema_finding_with_its_path() {
     let object = json!({"apiVersion": "coder.com/v1alpha1", "kind": "CoderProvisioner",
         "metadata": {"name": "p"}, "spec": {"controlPlaneRef": {"name": "cp"}, "replicas": "two"}});
-    let req = Request { operation: Operation::Create, object: &object, old_object: None, namespace: "coder", dry_run: false };
+    let req =
+        Request { operation: Operation::Create, object: &object, old_object: None, namespace: "coder", dry_run: false };
     let eval = Engine::default().evaluate(&req, &Index::new(false));
     assert_eq!(eval.findings.len(), 1);
     assert_eq!(eval.findings[0].rule, "schema");

@@ -7,12 +7,7 @@ use super::own::{CoderAIProvider, CoderInstance, CoderOrganization, CoderProvisi
 
 /// Every CRD coder-guard owns, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![
-        CoderInstance::crd(),
-        CoderOrganization::crd(),
-        CoderAIProvider::crd(),
-        CoderProvisionerKey::crd(),
-    ]
+    vec![CoderInstance::crd(), CoderOrganization::crd(), CoderAIProvider::crd(), CoderProvisionerKey::crd()]
 }
 
 /// File name of a CRD in `charts/coder-guard/crds/`.

@@ -23,7 +23,8 @@ impl Deployment {
         let init = spec.key("initContainers");
         let main = spec.key("containers");
         let main_iter = self.spec.template.spec.containers.iter().enumerate().map(move |(i, c)| (main.index(i), c));
-        let init_iter = self.spec.template.spec.init_containers.iter().enumerate().map(move |(i, c)| (init.index(i), c));
+        let init_iter =
+            self.spec.template.spec.init_containers.iter().enumerate().map(move |(i, c)| (init.index(i), c));
         main_iter.chain(init_iter)
     }
 
@@ -31,9 +32,9 @@ impl Deployment {
     /// provisioner-key injection annotation. Other Deployments are left alone.
     pub fn is_coder(&self) -> bool {
         self.metadata.annotations.contains_key(PROVISIONER_KEY_ANNOTATION)
-            || self.containers().any(|(_, c)| {
-                c.image.contains("coder/coder") || c.env.iter().any(|e| e.name.starts_with("CODER_"))
-            })
+            || self
+                .containers()
+                .any(|(_, c)| c.image.contains("coder/coder") || c.env.iter().any(|e| e.name.starts_with("CODER_")))
     }
 }
 
@@ -100,15 +101,8 @@ impl Container {
     /// True when this container runs `coder provisioner start` (or the older
     /// `provisionerd start`), or is configured with a provisioner key.
     pub fn is_provisioner_daemon(&self) -> bool {
-        let words: Vec<&str> = self
-            .command
-            .iter()
-            .chain(self.args.iter())
-            .map(String::as_str)
-            .collect();
-        let runs_daemon = words
-            .windows(2)
-            .any(|w| matches!(w[0], "provisioner" | "provisionerd") && w[1] == "start");
+        let words: Vec<&str> = self.command.iter().chain(self.args.iter()).map(String::as_str).collect();
+        let runs_daemon = words.windows(2).any(|w| matches!(w[0], "provisioner" | "provisionerd") && w[1] == "start");
         runs_daemon || self.env_var(crate::policy::env::PROVISIONER_KEY).is_some()
     }
 }

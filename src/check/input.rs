@@ -16,7 +16,10 @@ pub enum Origin {
     File(PathBuf),
     Stdin,
     /// `git show REV:path`.
-    Git { rev: String, path: String },
+    Git {
+        rev: String,
+        path: String,
+    },
 }
 
 /// One input text, named as the user will see it.
@@ -57,7 +60,11 @@ fn walk(dir: &Path, sources: &mut Vec<Source>, errors: &mut Vec<InputError>) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            errors.push(InputError { file: dir.display().to_string(), line: None, message: format!("cannot list directory: {e}") });
+            errors.push(InputError {
+                file: dir.display().to_string(),
+                line: None,
+                message: format!("cannot list directory: {e}"),
+            });
             return;
         }
     };
@@ -90,9 +97,11 @@ pub fn read(source: &Source, stdin: &str) -> Result<String, InputError> {
 /// Reads all of stdin.
 pub fn read_stdin() -> Result<String, InputError> {
     let mut bytes = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut bytes)
-        .map_err(|e| InputError { file: "-".into(), line: None, message: format!("cannot read stdin: {e}") })?;
+    std::io::stdin().read_to_end(&mut bytes).map_err(|e| InputError {
+        file: "-".into(),
+        line: None,
+        message: format!("cannot read stdin: {e}"),
+    })?;
     text(bytes).map_err(|message| InputError { file: "-".into(), line: None, message })
 }
 
@@ -126,9 +135,15 @@ pub fn at_revision(rev: &str, paths: &[String]) -> (Vec<Source>, Vec<InputError>
         for name in listing.split(|b| *b == 0).filter(|n| !n.is_empty()) {
             let name = String::from_utf8_lossy(name).into_owned();
             let wanted = explicit_file
-                || Path::new(&name).extension().and_then(|e| e.to_str()).is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e));
+                || Path::new(&name)
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e));
             if wanted {
-                sources.push(Source { display: format!("{rev}:{name}"), origin: Origin::Git { rev: rev.into(), path: name } });
+                sources.push(Source {
+                    display: format!("{rev}:{name}"),
+                    origin: Origin::Git { rev: rev.into(), path: name },
+                });
             }
         }
     }
@@ -137,9 +152,5 @@ pub fn at_revision(rev: &str, paths: &[String]) -> (Vec<Source>, Vec<InputError>
 
 fn git(args: &[&str]) -> Result<Vec<u8>, String> {
     let out = Command::new("git").args(args).output().map_err(|e| format!("cannot run git: {e}"))?;
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
+    if out.status.success() { Ok(out.stdout) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()) }
 }

@@ -178,7 +178,8 @@ fn identity(value: &Value, default_namespace: &str) -> Identity {
 
 fn object_ref(value: &Value, default_namespace: &str) -> ObjectRef {
     let s = |p: &str| value.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let namespace = Some(s("/metadata/namespace")).filter(|n| !n.is_empty()).unwrap_or_else(|| default_namespace.to_owned());
+    let namespace =
+        Some(s("/metadata/namespace")).filter(|n| !n.is_empty()).unwrap_or_else(|| default_namespace.to_owned());
     ObjectRef { api_version: s("/apiVersion"), kind: s("/kind"), namespace, name: s("/metadata/name") }
 }
 

@@ -87,29 +87,42 @@ impl RuleConfig {
         let top = match &doc.value {
             Value::Null => return Ok(config),
             Value::Object(m) => m,
-            _ => return Err(err(doc.line, "the rule config must be a mapping with `rules` and `exemptNamespaces`".into())),
+            _ => {
+                return Err(err(
+                    doc.line,
+                    "the rule config must be a mapping with `rules` and `exemptNamespaces`".into(),
+                ));
+            }
         };
         for (key, value) in top {
             match key.as_str() {
                 "exemptNamespaces" => {
-                    config.exempt_namespaces = string_list(value).ok_or_else(|| {
-                        err(at(&[key]), "exemptNamespaces must be a list of namespace names".into())
-                    })?;
+                    config.exempt_namespaces = string_list(value)
+                        .ok_or_else(|| err(at(&[key]), "exemptNamespaces must be a list of namespace names".into()))?;
                 }
                 "rules" => {
                     let Value::Object(rules) = value else {
-                        return Err(err(at(&[key]), "rules must map rule ids to a mode or a {mode, exemptNamespaces} mapping".into()));
+                        return Err(err(
+                            at(&[key]),
+                            "rules must map rule ids to a mode or a {mode, exemptNamespaces} mapping".into(),
+                        ));
                     };
                     for (id, setting) in rules {
                         let line = at(&["rules", id]);
                         if !known.contains(&id.as_str()) {
-                            return Err(err(line, format!("unknown rule {id:?}; `coder-guard rules` lists the rule ids")));
+                            return Err(err(
+                                line,
+                                format!("unknown rule {id:?}; `coder-guard rules` lists the rule ids"),
+                            ));
                         }
                         config.rules.insert(id.clone(), parse_setting(setting).map_err(|m| err(line, m))?);
                     }
                 }
                 other => {
-                    return Err(err(at(&[other]), format!("unknown key {other:?}; expected `rules` or `exemptNamespaces`")));
+                    return Err(err(
+                        at(&[other]),
+                        format!("unknown key {other:?}; expected `rules` or `exemptNamespaces`"),
+                    ));
                 }
             }
         }

@@ -98,9 +98,5 @@ pub fn warned(eval: &Evaluation, rule: &str) -> Vec<String> {
 }
 
 fn severity_paths(eval: &Evaluation, rule: &str, severity: Severity) -> Vec<String> {
-    eval.findings
-        .iter()
-        .filter(|f| f.rule == rule && f.severity == severity)
-        .map(|f| f.path.to_string())
-        .collect()
+    eval.findings.iter().filter(|f| f.rule == rule && f.severity == severity).map(|f| f.path.to_string()).collect()
 }

@@ -63,13 +63,10 @@ impl Kind {
     /// The API group (`""` for core).
     pub fn group(self) -> &'static str {
         match self {
-            Kind::CoderControlPlane | Kind::CoderProvisioner | Kind::CoderWorkspaceProxy => {
-                crate::api::coder::GROUP
+            Kind::CoderControlPlane | Kind::CoderProvisioner | Kind::CoderWorkspaceProxy => crate::api::coder::GROUP,
+            Kind::CoderInstance | Kind::CoderOrganization | Kind::CoderAIProvider | Kind::CoderProvisionerKey => {
+                crate::api::own::GROUP
             }
-            Kind::CoderInstance
-            | Kind::CoderOrganization
-            | Kind::CoderAIProvider
-            | Kind::CoderProvisionerKey => crate::api::own::GROUP,
             Kind::Deployment => "apps",
             Kind::Secret => "",
         }

@@ -122,18 +122,42 @@ pub enum Coderd {
 /// coderd compares them.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Claim {
-    Organization { namespace: String, instance: String, name: String },
-    AiProvider { namespace: String, instance: String, name: String },
-    ProvisionerKey { namespace: String, coderd: Coderd, organization: String, name: String },
+    Organization {
+        namespace: String,
+        instance: String,
+        name: String,
+    },
+    AiProvider {
+        namespace: String,
+        instance: String,
+        name: String,
+    },
+    ProvisionerKey {
+        namespace: String,
+        coderd: Coderd,
+        organization: String,
+        name: String,
+    },
     /// The license of the coderd behind a control plane.
-    License { namespace: String, control_plane: String },
+    License {
+        namespace: String,
+        control_plane: String,
+    },
     /// A `CoderInstance` that fronts this control plane.
-    InstanceOf { namespace: String, control_plane: String },
+    InstanceOf {
+        namespace: String,
+        control_plane: String,
+    },
     /// Deployment-wide state (appearance, organization sync, license) of one coderd,
     /// identified by its normalized URL or `<namespace>/<control plane>`.
-    DeploymentState { coderd: String },
+    DeploymentState {
+        coderd: String,
+    },
     /// A Secret whose data the operator or the reconcile loop writes.
-    WrittenSecret { namespace: String, name: String },
+    WrittenSecret {
+        namespace: String,
+        name: String,
+    },
 }
 
 /// Read access to other objects, for rules.

@@ -1,5 +1,6 @@
 //! Name rules of coderd (`codersdk/name.go`, provisioner-key handler) and of the names the
-//! operator derives. Pure predicates returning what is wrong, for the rules to report.
+//! operator derives, plus the value formats coderd checks (URLs, banner colours, IAM role
+//! ARNs). Pure predicates returning what is wrong, for the rules to report.
 
 use std::sync::LazyLock;
 
@@ -15,6 +16,14 @@ static DNS1123_LABEL: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").expect("static regex"));
 static DAEMON_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,61}[a-zA-Z0-9]$").expect("static regex"));
+static URL_ENV: LazyLock<Regex> = LazyLock::new(|| {
+    let pattern = format!("^(?:{}|CODER_(?:AIBRIDGE|AI_GATEWAY)_[A-Z0-9_]*BASE_URL)$", super::env::ACCESS_URL);
+    Regex::new(&pattern).expect("static regex")
+});
+static IAM_ROLE_ARN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/(?:[A-Za-z0-9_+=,.@-]+/)*[A-Za-z0-9_+=,.@-]+$")
+        .expect("static regex")
+});
 
 /// Reserved provisioner key names (compared case-insensitively by coderd).
 pub const RESERVED_PROVISIONER_KEY_NAMES: [&str; 3] = ["built-in", "user-auth", "psk"];
@@ -161,6 +170,82 @@ pub fn operator_token_secret_name(name: &str) -> String {
     truncated("", name, "-operator-token", 63, 39)
 }
 
+// === value formats ===
+
+/// An absolute `http`/`https` URL with a host, as coderd requires: why `url` is not one.
+/// The scheme is compared case-insensitively (Go's `url.Parse` lowercases it). The message
+/// never repeats the URL, which may carry credentials.
+pub fn http_url_valid(url: &str) -> Option<String> {
+    if url.is_empty() {
+        return Some("is empty".into());
+    }
+    if url.chars().any(char::is_whitespace) {
+        return Some("contains whitespace".into());
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Some("is not an absolute URL (it must start with http:// or https://)".into());
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Some(format!("has scheme {scheme:?} (only http and https are accepted)"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, tail)) => (h, tail.strip_prefix(':')),
+            None => return Some("has an unterminated IPv6 host".into()),
+        },
+        None => match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() {
+        return Some("has no host".into());
+    }
+    if port.is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
+        return Some("has a port that is not a number".into());
+    }
+    None
+}
+
+/// True for env vars whose value coderd parses as an absolute URL: the access URL and the AI
+/// provider base URLs (`CODER_AIBRIDGE_…_BASE_URL`, `CODER_AI_GATEWAY_…_BASE_URL`).
+pub fn is_url_env(name: &str) -> bool {
+    URL_ENV.is_match(name)
+}
+
+/// Why `expr` does not compile as a regular expression, on one line (the `regex` crate's
+/// syntax, which is close to Go's RE2). An expression that only exceeds this crate's size
+/// limit is not judged, since Go's limits differ.
+pub fn regex_valid(expr: &str) -> Option<String> {
+    let e = match Regex::new(expr) {
+        Ok(_) | Err(regex::Error::CompiledTooBig(_)) => return None,
+        Err(e) => e.to_string(),
+    };
+    Some(match e.lines().find_map(|l| l.trim().strip_prefix("error: ")) {
+        Some(line) => line.trim().to_owned(),
+        None => e.split_whitespace().collect::<Vec<_>>().join(" "),
+    })
+}
+
+/// coderd's announcement-banner colour: `#` followed by exactly six hex digits.
+pub fn banner_color_valid(color: &str) -> Option<String> {
+    let Some(hex) = color.strip_prefix('#') else {
+        return Some("has no '#' prefix".into());
+    };
+    if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some("must be '#' followed by exactly 6 hex digits".into());
+    }
+    None
+}
+
+/// An IAM role ARN: `arn:<aws partition>:iam::<12-digit account>:role/<optional path/><name>`.
+pub fn iam_role_arn_valid(arn: &str) -> Option<String> {
+    (!IAM_ROLE_ARN.is_match(arn))
+        .then(|| "is not an IAM role ARN of the form arn:aws:iam::<12-digit account ID>:role/<path/>name".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +297,63 @@ mod tests {
         assert_eq!(dns1123_subdomain_valid("a.b-c"), None);
         assert!(dns1123_subdomain_valid("a.-b").is_some());
         assert!(dns1123_subdomain_valid("Upper").is_some());
+    }
+
+    #[test]
+    fn http_urls() {
+        for ok in
+            ["https://coder.example.com", "http://10.0.0.1:8080/path?q=1", "HTTPS://c.example", "https://[::1]:443/"]
+        {
+            assert_eq!(http_url_valid(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "coder.example.com",
+            "ftp://c.example",
+            "https://",
+            "https:///path",
+            "https://c .example",
+            "https://c:x/",
+            "https://@/",
+        ] {
+            assert!(http_url_valid(bad).is_some(), "{bad}");
+        }
+        let why = http_url_valid("ftp://user:hunter2@host").unwrap_or_default();
+        assert!(!why.contains("hunter2"), "{why}");
+    }
+
+    #[test]
+    fn url_env_names_and_regexes() {
+        for name in
+            ["CODER_ACCESS_URL", "CODER_AIBRIDGE_OPENAI_BASE_URL", "CODER_AI_GATEWAY_PROVIDER_3_BEDROCK_BASE_URL"]
+        {
+            assert!(is_url_env(name), "{name}");
+        }
+        for name in ["CODER_WILDCARD_ACCESS_URL", "CODER_AIBRIDGE_OPENAI_KEY", "X_CODER_ACCESS_URL", "CODER_BASE_URL"] {
+            assert!(!is_url_env(name), "{name}");
+        }
+        assert_eq!(regex_valid("^eng-(a|b)+$"), None);
+        assert_eq!(regex_valid("(open").as_deref(), Some("unclosed group"));
+        assert!(regex_valid("[z-a]").is_some_and(|e| !e.contains('\n')));
+    }
+
+    #[test]
+    fn banner_colors_and_role_arns() {
+        assert_eq!(banner_color_valid("#00ff0A"), None);
+        for bad in ["00ff00", "#00ff0", "#00ff000", "#gg0000", "red", ""] {
+            assert!(banner_color_valid(bad).is_some(), "{bad}");
+        }
+        for ok in ["arn:aws:iam::123456789012:role/Bedrock", "arn:aws-us-gov:iam::123456789012:role/a/b/c_d+=,.@-"] {
+            assert_eq!(iam_role_arn_valid(ok), None, "{ok}");
+        }
+        for bad in [
+            "arn:aws:iam::12345678901:role/r",
+            "arn:aws:iam::123456789012:user/u",
+            "arn:aws:iam::123456789012:role/",
+            "arn:aws:iam::123456789012:role/a//b",
+            "arn:gcp:iam::123456789012:role/r",
+        ] {
+            assert!(iam_role_arn_valid(bad).is_some(), "{bad}");
+        }
     }
 }

@@ -57,19 +57,13 @@ impl Object {
 /// Decodes a raw object into a view, with the path of the first field that does not fit.
 pub fn decode<T: DeserializeOwned>(value: &Value) -> Result<T, DecodeError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e
-            .path()
-            .iter()
-            .fold(FieldPath::root(), |p, seg| match seg {
-                serde_path_to_error::Segment::Seq { index } => p.index(*index),
-                serde_path_to_error::Segment::Map { key } => p.key(key),
-                serde_path_to_error::Segment::Enum { variant } => p.key(variant),
-                serde_path_to_error::Segment::Unknown => p,
-            });
-        DecodeError {
-            path,
-            message: format!("{}; fix the field to match the kind's schema", e.inner()),
-        }
+        let path = e.path().iter().fold(FieldPath::root(), |p, seg| match seg {
+            serde_path_to_error::Segment::Seq { index } => p.index(*index),
+            serde_path_to_error::Segment::Map { key } => p.key(key),
+            serde_path_to_error::Segment::Enum { variant } => p.key(variant),
+            serde_path_to_error::Segment::Unknown => p,
+        });
+        DecodeError { path, message: format!("{}; fix the field to match the kind's schema", e.inner()) }
     })
 }
 

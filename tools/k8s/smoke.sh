@@ -18,14 +18,24 @@ done
 for t in openssl curl; do command -v $t >/dev/null || { echo "ERROR: $t is required" >&2; exit 1; }; done
 
 D=$(mktemp -d "${TMPDIR:-/tmp}/k8s-smoke.XXXXXX")
-PIDS=()
 T0=$(date +%s.%N)
 ts() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%5.1fs", b - a }'; }
 log() { echo "==> [$(ts)] $*"; }
+running() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $st != Z* ]]; }
+stop() {  # stop PID NAME: SIGTERM, up to 30 s grace, then SIGKILL; reap
+  local pid=$1 name=$2 t0 i
+  running "$pid" || { wait "$pid" 2>/dev/null || true; return; }
+  t0=$(date +%s.%N); kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 300); do running "$pid" || break; sleep 0.1; done
+  if running "$pid"; then echo "WARN: $name (pid $pid) ignored SIGTERM for 30 s; SIGKILL" >&2; kill -KILL "$pid" 2>/dev/null || true; fi
+  wait "$pid" 2>/dev/null || true
+  echo "==> stopped $name (pid $pid) in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1fs", b - a }')"
+}
 cleanup() {
-  local rc=$? p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  local rc=$?
+  # kube-apiserver first: stopped after etcd it retries etcd for minutes
+  [ -z "${API_PID:-}" ] || stop "$API_PID" kube-apiserver
+  [ -z "${ETCD_PID:-}" ] || stop "$ETCD_PID" etcd
   if [ $rc -ne 0 ]; then
     echo "FAILED (rc=$rc); logs kept in $D" >&2
     tail -n 30 "$D"/etcd.log "$D"/kube-apiserver.log >&2 2>/dev/null || true
@@ -94,7 +104,7 @@ ETCD_ARGS=(
   --unsafe-no-fsync=true --log-level=warn
 )
 "$ASSETS/etcd" "${ETCD_ARGS[@]}" > "$D/etcd.log" 2>&1 &
-PIDS+=($!); ETCD_PID=$!
+ETCD_PID=$!
 for _ in $(seq 300); do
   curl -fsS "http://127.0.0.1:$E/health" 2>/dev/null | grep -q '"health":"true"' && break
   kill -0 "$ETCD_PID" 2>/dev/null || { echo "etcd exited" >&2; exit 1; }
@@ -116,7 +126,7 @@ API_ARGS=(
   --service-account-key-file="$D/sa.pub" --service-account-signing-key-file="$D/sa.key"
 )
 "$ASSETS/kube-apiserver" "${API_ARGS[@]}" > "$D/kube-apiserver.log" 2>&1 &
-PIDS+=($!); API_PID=$!
+API_PID=$!
 CURL=(curl -sS --cacert "$D/ca.crt" --cert "$D/admin.crt" --key "$D/admin.key")
 code=000
 for _ in $(seq 600); do   # 60 s
@@ -127,6 +137,11 @@ for _ in $(seq 600); do   # 60 s
 done
 [ "$code" = 200 ] || { echo "kube-apiserver /readyz: HTTP $code after 60 s" >&2; exit 1; }
 log "kube-apiserver (pid $API_PID) /readyz -> HTTP $code"
+if command -v ss >/dev/null 2>&1; then   # every listening socket of both processes must be loopback
+  LISTEN=$(ss -Hltnp | grep -E "pid=($ETCD_PID|$API_PID)," | awk '{print $4}' | sort | tr '\n' ' ')
+  log "listening: $LISTEN"
+  for l in $LISTEN; do [[ $l == 127.0.0.1:* ]] || { echo "ERROR: non-loopback listener $l" >&2; exit 1; }; done
+fi
 
 # ---- kubectl ------------------------------------------------------------------------
 cat > "$D/kubeconfig" <<EOF

@@ -129,6 +129,14 @@ if [ -n "$KETCD" ] && [ "$GOT_ETCD" != "$KETCD" ]; then
   echo "ERROR: go.etcd.io/etcd/server/v3 resolved to $GOT_ETCD but k8s.io/kubernetes v$KV pins $KETCD" >&2
   exit 1
 fi
+# every non-staging module that k8s.io/kubernetes requires must be selected at exactly its version
+MISMATCH=$(join <(go list -m -f '{{.Path}} {{.Version}}' all | sort) \
+                <(awk '$1 == "require" && $2 == "(" {b=1; next} b && $1 == ")" {b=0; next}
+                       b {print $1, $2} $1 == "require" && $2 != "(" {print $2, $3}' "$KGOMOD" | sort) |
+           awk '$1 !~ /^k8s\.io\// && $2 != $3 {print "  " $1 ": selected " $2 ", k8s.io/kubernetes requires " $3}')
+if [ -n "$MISMATCH" ]; then
+  echo "ERROR: the module graph differs from k8s.io/kubernetes v$KV's go.mod:" >&2; echo "$MISMATCH" >&2; exit 1
+fi
 NREPL=$(go mod edit -print | grep -c "=> k8s.io/.* $STAGEV\$" || true)
 step "done"
 echo "Kubernetes:      v$KV (go.mod: go $(go mod edit -print | sed -n 's/^go //p'))"

@@ -29,11 +29,7 @@ pub fn render(report: &CheckReport) -> String {
 
 /// `::error file=F,line=L,title=[rule-id] Kind ns/name::field.path: message`.
 fn finding_command(item: &Item) -> String {
-    let Item {
-        location,
-        object,
-        finding,
-    } = item;
+    let Item { location, object, finding } = item;
     let title = format!("[{}] {}", finding.rule, object_label(object));
     let message = format!("{}: {}", finding.path, finding.message);
     format!(
@@ -48,10 +44,7 @@ fn finding_command(item: &Item) -> String {
 
 /// `::error file=F[,line=L],title=input error::message`.
 fn input_error_command(error: &InputError) -> String {
-    let line = error
-        .line
-        .map(|l| format!(",line={}", l.max(1)))
-        .unwrap_or_default();
+    let line = error.line.map(|l| format!(",line={}", l.max(1))).unwrap_or_default();
     format!(
         "::error file={}{line},title={}::{}\n",
         escape_property(&error.file),
@@ -137,18 +130,10 @@ mod tests {
     fn one_command_per_line() {
         let report = fixtures::report();
         let out = render(&report);
-        let commands = out
-            .lines()
-            .filter(|l| l.starts_with("::error ") || l.starts_with("::warning "))
-            .count();
+        let commands = out.lines().filter(|l| l.starts_with("::error ") || l.starts_with("::warning ")).count();
         assert_eq!(commands, report.items.len() + report.errors.len());
-        assert_eq!(
-            out.matches("::group::").count(),
-            out.matches("::endgroup::").count()
-        );
+        assert_eq!(out.matches("::group::").count(), out.matches("::endgroup::").count());
         assert!(!out.contains('\r'));
-        assert!(
-            out.ends_with("3 objects checked in 2 files: 3 errors, 1 warning, 2 input errors\n")
-        );
+        assert!(out.ends_with("3 objects checked in 2 files: 3 errors, 1 warning, 2 input errors\n"));
     }
 }

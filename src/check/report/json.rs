@@ -57,11 +57,7 @@ struct JsonInputError<'a> {
 
 impl<'a> From<&'a Item> for JsonFinding<'a> {
     fn from(item: &'a Item) -> Self {
-        let Item {
-            location,
-            object,
-            finding,
-        } = item;
+        let Item { location, object, finding } = item;
         Self {
             file: &location.file,
             line: location.line,
@@ -80,16 +76,8 @@ impl<'a> From<&'a Item> for JsonFinding<'a> {
 
 impl<'a> From<&'a InputError> for JsonInputError<'a> {
     fn from(error: &'a InputError) -> Self {
-        let InputError {
-            file,
-            line,
-            message,
-        } = error;
-        Self {
-            file,
-            line: *line,
-            message,
-        }
+        let InputError { file, line, message } = error;
+        Self { file, line: *line, message }
     }
 }
 

@@ -22,11 +22,7 @@ pub fn render(report: &CheckReport) -> String {
     let mut junit = Report::new(NAME);
     for file in files(report) {
         let mut suite = TestSuite::new(file);
-        let items: Vec<&Item> = report
-            .items
-            .iter()
-            .filter(|i| i.location.file == file)
-            .collect();
+        let items: Vec<&Item> = report.items.iter().filter(|i| i.location.file == file).collect();
         for group in groups(&items) {
             suite.add_test_case(rule_case(file, &group));
         }
@@ -38,15 +34,12 @@ pub fn render(report: &CheckReport) -> String {
     }
     if junit.test_suites.is_empty() {
         let mut case = TestCase::new(format!("{NAME} check"), TestCaseStatus::success());
-        case.set_classname(NAME)
-            .set_system_out(text::summary(report));
+        case.set_classname(NAME).set_system_out(text::summary(report));
         let mut suite = TestSuite::new(NAME);
         suite.add_test_case(case);
         junit.add_test_suite(suite);
     }
-    junit
-        .to_string()
-        .expect("serializing JUnit XML to memory cannot fail")
+    junit.to_string().expect("serializing JUnit XML to memory cannot fail")
 }
 
 /// The file's items grouped by (document, object, rule), in report order.
@@ -69,9 +62,8 @@ fn key(item: &Item) -> (usize, &ObjectRef, &'static str) {
 fn rule_case(file: &str, group: &[&Item]) -> TestCase {
     let first = group[0];
     let name = format!("{} {}", first.finding.rule, object_label(&first.object));
-    let (errors, warnings): (Vec<&Item>, Vec<&Item>) = group
-        .iter()
-        .partition(|i| i.finding.severity == Severity::Error);
+    let (errors, warnings): (Vec<&Item>, Vec<&Item>) =
+        group.iter().partition(|i| i.finding.severity == Severity::Error);
 
     let status = match errors.first() {
         None => TestCaseStatus::success(),
@@ -104,10 +96,7 @@ fn input_case(file: &str, errors: &[&InputError]) -> TestCase {
         })
         .collect();
     status
-        .set_message(with_more(
-            one_line(&errors[0].message).into_owned(),
-            errors.len(),
-        ))
+        .set_message(with_more(one_line(&errors[0].message).into_owned(), errors.len()))
         .set_type("input-error")
         .set_description(lines.join("\n"));
     let mut case = TestCase::new("input", status);
@@ -119,14 +108,7 @@ fn input_case(file: &str, errors: &[&InputError]) -> TestCase {
 fn listing(items: &[&Item], prefix: &str) -> String {
     let lines: Vec<String> = items
         .iter()
-        .map(|i| {
-            format!(
-                "line {}: {prefix}{}: {}",
-                i.location.line,
-                i.finding.path,
-                one_line(&i.finding.message)
-            )
-        })
+        .map(|i| format!("line {}: {prefix}{}: {}", i.location.line, i.finding.path, one_line(&i.finding.message)))
         .collect();
     lines.join("\n")
 }
@@ -156,34 +138,15 @@ mod tests {
         // secret-ref on the control plane (2 findings, one case), control-plane-ref warning,
         // instance-ref, and one `input` case per file with input errors.
         assert_eq!((parsed.tests, parsed.failures, parsed.errors), (5, 2, 2));
-        let suites: Vec<(&str, usize, usize, usize)> = parsed
-            .test_suites
-            .iter()
-            .map(|s| (s.name.as_str(), s.test_cases.len(), s.failures, s.errors))
-            .collect();
-        assert_eq!(
-            suites,
-            [
-                ("deploy/coder.yaml", 3, 1, 1),
-                (fixtures::ODD_FILE, 2, 1, 1)
-            ]
-        );
-        let names: Vec<&str> = parsed.test_suites[0]
-            .test_cases
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect();
+        let suites: Vec<(&str, usize, usize, usize)> =
+            parsed.test_suites.iter().map(|s| (s.name.as_str(), s.test_cases.len(), s.failures, s.errors)).collect();
+        assert_eq!(suites, [("deploy/coder.yaml", 3, 1, 1), (fixtures::ODD_FILE, 2, 1, 1)]);
+        let names: Vec<&str> = parsed.test_suites[0].test_cases.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
-            [
-                "secret-ref CoderControlPlane coder/main",
-                "control-plane-ref CoderProvisioner coder/ci",
-                "input"
-            ]
+            ["secret-ref CoderControlPlane coder/main", "control-plane-ref CoderProvisioner coder/ci", "input"]
         );
-        assert!(
-            !xml.contains("timestamp=") && !xml.contains("time=") && !xml.contains("hostname=")
-        );
+        assert!(!xml.contains("timestamp=") && !xml.contains("time=") && !xml.contains("hostname="));
     }
 
     #[test]
@@ -194,9 +157,7 @@ mod tests {
         assert!(matches!(case.status, TestCaseStatus::Success { .. }));
         assert_eq!(
             case.system_out.as_ref().map(|s| s.as_str()),
-            Some(
-                "line 40: warning: spec.controlPlaneRef.name: CoderControlPlane coder/main is not in the input"
-            )
+            Some("line 40: warning: spec.controlPlaneRef.name: CoderControlPlane coder/main is not in the input")
         );
     }
 }

@@ -46,11 +46,7 @@ pub fn render(format: Format, report: &CheckReport) -> String {
 
 /// `namespace/name`, or just `name` for an object without a namespace.
 fn object_name(object: &ObjectRef) -> String {
-    if object.namespace.is_empty() {
-        object.name.clone()
-    } else {
-        format!("{}/{}", object.namespace, object.name)
-    }
+    if object.namespace.is_empty() { object.name.clone() } else { format!("{}/{}", object.namespace, object.name) }
 }
 
 /// `Kind namespace/name`.
@@ -62,11 +58,7 @@ fn object_label(object: &ObjectRef) -> String {
 fn files(report: &CheckReport) -> Vec<&str> {
     let items = report.items.iter().map(|i| i.location.file.as_str());
     let errors = report.errors.iter().map(|e| e.file.as_str());
-    items
-        .chain(errors)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect()
+    items.chain(errors).collect::<BTreeSet<_>>().into_iter().collect()
 }
 
 /// `s` with control characters other than tab escaped (`\n`, `\r`, `\u{7}`), so that one
@@ -120,31 +112,12 @@ mod fixtures {
         }
     }
 
-    fn item(
-        file: &str,
-        line: usize,
-        document: usize,
-        object: &ObjectRef,
-        finding: Finding,
-    ) -> Item {
-        Item {
-            location: Location {
-                file: file.to_owned(),
-                line,
-                document,
-            },
-            object: object.clone(),
-            finding,
-        }
+    fn item(file: &str, line: usize, document: usize, object: &ObjectRef, finding: Finding) -> Item {
+        Item { location: Location { file: file.to_owned(), line, document }, object: object.clone(), finding }
     }
 
     fn finding(rule: &'static str, path: FieldPath, message: &str, severity: Severity) -> Finding {
-        Finding {
-            rule,
-            path,
-            message: message.to_owned(),
-            severity,
-        }
+        Finding { rule, path, message: message.to_owned(), severity }
     }
 
     /// Two files (one with a space, `,` and `%` in its name); an object with two error findings
@@ -263,39 +236,21 @@ mod fixtures {
     /// A fixed rule catalog, so the SARIF golden file does not change whenever a rule is added
     /// or reworded elsewhere (the real catalog is checked structurally in `sarif::tests`).
     pub fn catalog() -> Vec<&'static RuleInfo> {
-        vec![
-            &SCHEMA,
-            &OFF,
-            &SECRET_REF,
-            &CONTROL_PLANE_REF,
-            &INSTANCE_REF,
-        ]
+        vec![&SCHEMA, &OFF, &SECRET_REF, &CONTROL_PLANE_REF, &INSTANCE_REF]
     }
 
     /// Compares `actual` with `tests/golden/report/<name>.golden` byte for byte, or writes the
     /// file when `UPDATE_GOLDEN=1`.
     pub fn assert_golden(name: &str, actual: &str) {
-        let path: PathBuf = [
-            env!("CARGO_MANIFEST_DIR"),
-            "tests",
-            "golden",
-            "report",
-            &format!("{name}.golden"),
-        ]
-        .iter()
-        .collect();
+        let path: PathBuf =
+            [env!("CARGO_MANIFEST_DIR"), "tests", "golden", "report", &format!("{name}.golden")].iter().collect();
         if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
-            std::fs::create_dir_all(path.parent().expect("golden path has a parent"))
-                .expect("create golden dir");
+            std::fs::create_dir_all(path.parent().expect("golden path has a parent")).expect("create golden dir");
             std::fs::write(&path, actual).expect("write golden file");
             return;
         }
-        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
-                path.display()
-            )
-        });
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1 to create it", path.display()));
         assert!(
             expected == actual,
             "{} differs from the rendered output (run with UPDATE_GOLDEN=1 to refresh, then review the diff)\n\
@@ -309,13 +264,7 @@ mod fixtures {
 mod tests {
     use super::*;
 
-    const ALL: [Format; 5] = [
-        Format::Text,
-        Format::Json,
-        Format::Junit,
-        Format::Sarif,
-        Format::Github,
-    ];
+    const ALL: [Format; 5] = [Format::Text, Format::Json, Format::Junit, Format::Sarif, Format::Github];
 
     #[test]
     fn rendering_is_deterministic() {
@@ -323,15 +272,8 @@ mod tests {
         for format in ALL {
             let first = render(format, &report);
             assert!(!first.is_empty(), "{format:?} rendered nothing");
-            assert_eq!(
-                first,
-                render(format, &report.clone()),
-                "{format:?} is not deterministic"
-            );
-            assert!(
-                first.ends_with('\n'),
-                "{format:?} output lacks a trailing newline"
-            );
+            assert_eq!(first, render(format, &report.clone()), "{format:?} is not deterministic");
+            assert!(first.ends_with('\n'), "{format:?} output lacks a trailing newline");
         }
     }
 
@@ -342,20 +284,14 @@ mod tests {
             render(Format::Text, &empty),
             "0 objects checked in 0 files: 0 errors, 0 warnings, 0 input errors\n"
         );
-        let json: serde_json::Value =
-            serde_json::from_str(&render(Format::Json, &empty)).expect("json parses");
+        let json: serde_json::Value = serde_json::from_str(&render(Format::Json, &empty)).expect("json parses");
         assert_eq!(json["findings"], serde_json::json!([]));
         assert_eq!(json["summary"]["errors"], 0);
-        let junit = quick_junit::Report::deserialize_from_str(&render(Format::Junit, &empty))
-            .expect("junit parses");
+        let junit = quick_junit::Report::deserialize_from_str(&render(Format::Junit, &empty)).expect("junit parses");
         assert_eq!((junit.tests, junit.failures, junit.errors), (1, 0, 0));
-        let sarif: serde_json::Value =
-            serde_json::from_str(&render(Format::Sarif, &empty)).expect("sarif parses");
+        let sarif: serde_json::Value = serde_json::from_str(&render(Format::Sarif, &empty)).expect("sarif parses");
         assert_eq!(sarif["runs"][0]["results"], serde_json::json!([]));
-        assert_eq!(
-            sarif["runs"][0]["invocations"][0]["executionSuccessful"],
-            true
-        );
+        assert_eq!(sarif["runs"][0]["invocations"][0]["executionSuccessful"], true);
         let github = render(Format::Github, &empty);
         assert!(!github.contains("::"), "{github}");
         assert_eq!(github.lines().count(), 1);
@@ -367,17 +303,10 @@ mod tests {
         assert!(matches!(one_line("plain"), Cow::Borrowed(_)));
         assert_eq!(plural(1, "file"), "1 file");
         assert_eq!(plural(0, "input error"), "0 input errors");
-        let mut o = ObjectRef {
-            kind: "Deployment".into(),
-            name: "coder".into(),
-            ..Default::default()
-        };
+        let mut o = ObjectRef { kind: "Deployment".into(), name: "coder".into(), ..Default::default() };
         assert_eq!(object_label(&o), "Deployment coder");
         o.namespace = "ns".into();
         assert_eq!(object_label(&o), "Deployment ns/coder");
-        assert_eq!(
-            files(&fixtures::report()),
-            ["deploy/coder.yaml", fixtures::ODD_FILE]
-        );
+        assert_eq!(files(&fixtures::report()), ["deploy/coder.yaml", fixtures::ODD_FILE]);
     }
 }

@@ -151,11 +151,7 @@ pub fn render(report: &CheckReport) -> String {
 }
 
 /// Renders `report` as SARIF with `catalog` as the driver's rules and `version` as its version.
-pub(super) fn render_with(
-    report: &CheckReport,
-    catalog: &[&RuleInfo],
-    version: &'static str,
-) -> String {
+pub(super) fn render_with(report: &CheckReport, catalog: &[&RuleInfo], version: &'static str) -> String {
     let log = Log {
         schema: SCHEMA,
         version: SARIF_VERSION,
@@ -186,9 +182,7 @@ fn rule(info: &RuleInfo) -> Rule<'_> {
         short_description: Message::new(info.summary),
         full_description: Message::new(info.explanation),
         help: Message::new(info.explanation),
-        default_configuration: Configuration {
-            level: level(info.default_mode),
-        },
+        default_configuration: Configuration { level: level(info.default_mode) },
     }
 }
 
@@ -202,11 +196,7 @@ fn level(mode: Mode) -> &'static str {
 }
 
 fn result<'a>(item: &'a Item, catalog: &[&RuleInfo]) -> SarifResult<'a> {
-    let Item {
-        location,
-        object,
-        finding,
-    } = item;
+    let Item { location, object, finding } = item;
     let name = object_name(object);
     SarifResult {
         rule_id: finding.rule,
@@ -229,52 +219,30 @@ fn notification(error: &InputError) -> Notification<'_> {
     Notification {
         level: "error",
         message: Message::new(error.message.as_str()),
-        locations: [Location {
-            physical_location: physical(&error.file, error.line),
-            logical_locations: vec![],
-        }],
+        locations: [Location { physical_location: physical(&error.file, error.line), logical_locations: vec![] }],
     }
 }
 
 fn physical(file: &str, line: Option<usize>) -> PhysicalLocation {
     PhysicalLocation {
-        artifact_location: ArtifactLocation {
-            uri: file_uri(file),
-        },
+        artifact_location: ArtifactLocation { uri: file_uri(file) },
         // SARIF lines are 1-based; clamp so a consumer never sees an invalid region.
-        region: line.map(|l| Region {
-            start_line: l.max(1),
-        }),
+        region: line.map(|l| Region { start_line: l.max(1) }),
     }
 }
 
 /// Hex SHA-256 of the fields that identify a finding apart from its line.
 fn fingerprint(item: &Item) -> String {
-    let Item {
-        location,
-        object,
-        finding,
-    } = item;
+    let Item { location, object, finding } = item;
     let path = finding.path.to_string();
-    let fields = [
-        finding.rule,
-        &location.file,
-        &object.kind,
-        &object.namespace,
-        &object.name,
-        &path,
-    ];
+    let fields = [finding.rule, &location.file, &object.kind, &object.namespace, &object.name, &path];
     let mut hasher = Sha256::new();
     for field in fields {
         // Length-prefixed, so no two field lists hash the same bytes.
         hasher.update((field.len() as u64).to_be_bytes());
         hasher.update(field.as_bytes());
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `file` as a relative (or absolute-path) URI reference: `\` becomes `/`, and every byte
@@ -287,8 +255,8 @@ pub fn file_uri(file: &str) -> String {
         match b {
             b'\\' => out.push('/'),
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => out.push(char::from(b)),
-            b'-' | b'.' | b'_' | b'~' | b'/' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*'
-            | b'+' | b',' | b';' | b'=' | b'@' => out.push(char::from(b)),
+            b'-' | b'.' | b'_' | b'~' | b'/' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';'
+            | b'=' | b'@' => out.push(char::from(b)),
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -305,10 +273,7 @@ mod tests {
     #[test]
     fn golden() {
         let catalog = fixtures::catalog();
-        fixtures::assert_golden(
-            "sarif",
-            &render_with(&fixtures::report(), &catalog, "0.0.0-golden"),
-        );
+        fixtures::assert_golden("sarif", &render_with(&fixtures::report(), &catalog, "0.0.0-golden"));
     }
 
     #[test]
@@ -320,18 +285,12 @@ mod tests {
         let run = &log["runs"][0];
         assert_eq!(run["tool"]["driver"]["version"], env!("CARGO_PKG_VERSION"));
         let rules = run["tool"]["driver"]["rules"].as_array().expect("rules");
-        let ids: Vec<&str> = rules
-            .iter()
-            .map(|r| r["id"].as_str().expect("rule id"))
-            .collect();
+        let ids: Vec<&str> = rules.iter().map(|r| r["id"].as_str().expect("rule id")).collect();
         assert_eq!(ids, rules::ids(), "every catalog rule, in catalog order");
         for (rule, info) in rules.iter().zip(rules::infos()) {
             assert_eq!(rule["shortDescription"]["text"], info.summary);
             assert_eq!(rule["help"]["text"], info.explanation);
-            assert_eq!(
-                rule["defaultConfiguration"]["level"],
-                level(info.default_mode)
-            );
+            assert_eq!(rule["defaultConfiguration"]["level"], level(info.default_mode));
         }
         let results = run["results"].as_array().expect("results");
         assert_eq!(results.len(), report.items.len());
@@ -339,27 +298,11 @@ mod tests {
             let id = r["ruleId"].as_str().expect("ruleId");
             let index = r["ruleIndex"].as_u64().expect("ruleIndex") as usize;
             assert_eq!(rules[index]["id"], id, "ruleIndex of {id}");
-            assert!(
-                matches!(r["level"].as_str(), Some("error" | "warning")),
-                "{r}"
-            );
+            assert!(matches!(r["level"].as_str(), Some("error" | "warning")), "{r}");
             let physical = &r["locations"][0]["physicalLocation"];
-            assert!(
-                physical["artifactLocation"]["uri"]
-                    .as_str()
-                    .is_some_and(|u| !u.is_empty())
-            );
-            assert!(
-                physical["region"]["startLine"]
-                    .as_u64()
-                    .is_some_and(|l| l >= 1)
-            );
-            assert_eq!(
-                r["partialFingerprints"][FINGERPRINT_KEY]
-                    .as_str()
-                    .map(str::len),
-                Some(64)
-            );
+            assert!(physical["artifactLocation"]["uri"].as_str().is_some_and(|u| !u.is_empty()));
+            assert!(physical["region"]["startLine"].as_u64().is_some_and(|l| l >= 1));
+            assert_eq!(r["partialFingerprints"][FINGERPRINT_KEY].as_str().map(str::len), Some(64));
         }
         assert_eq!(
             results[3]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
@@ -371,19 +314,10 @@ mod tests {
         );
         let invocation = &run["invocations"][0];
         assert_eq!(invocation["executionSuccessful"], false);
-        let notes = invocation["toolExecutionNotifications"]
-            .as_array()
-            .expect("notifications");
+        let notes = invocation["toolExecutionNotifications"].as_array().expect("notifications");
         assert_eq!(notes.len(), 2);
-        assert!(
-            notes[0]["locations"][0]["physicalLocation"]
-                .get("region")
-                .is_none()
-        );
-        assert_eq!(
-            notes[1]["locations"][0]["physicalLocation"]["region"]["startLine"],
-            20
-        );
+        assert!(notes[0]["locations"][0]["physicalLocation"].get("region").is_none());
+        assert_eq!(notes[1]["locations"][0]["physicalLocation"]["region"]["startLine"], 20);
     }
 
     #[test]

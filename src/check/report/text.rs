@@ -26,11 +26,7 @@ pub fn render(report: &CheckReport) -> String {
 
 /// `FILE:LINE: error [rule-id] Kind namespace/name field.path: message`.
 fn finding_line(item: &Item) -> String {
-    let Item {
-        location,
-        object,
-        finding,
-    } = item;
+    let Item { location, object, finding } = item;
     format!(
         "{}:{}: {} [{}] {} {}: {}",
         one_line(&location.file),
@@ -82,10 +78,7 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), report.items.len() + report.errors.len() + 2);
         assert_eq!(lines[lines.len() - 2], "");
-        assert_eq!(
-            lines[lines.len() - 1],
-            "3 objects checked in 2 files: 3 errors, 1 warning, 2 input errors"
-        );
+        assert_eq!(lines[lines.len() - 1], "3 objects checked in 2 files: 3 errors, 1 warning, 2 input errors");
         assert!(!out.contains('\r') && !out.contains('\x1b'));
     }
 }

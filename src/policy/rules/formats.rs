@@ -1,6 +1,700 @@
-//! (family in progress)
+//! Value formats and required fields: URLs, colours, ARNs, regexes, enum combinations, numeric
+//! ranges, fields that must be set together, and fields that must not change on UPDATE. Each
+//! is something coderd or the operator rejects only at run time (or that the CRD schema checks
+//! only in a cluster, not in `check`).
+//!
+//! Empty Secret names are left to `secret-ref`. Messages never repeat a URL, which may carry
+//! credentials.
 
-use super::Rule;
+use super::{Rule, RuleInfo};
+use crate::api::coder::{ControlPlaneSpec, nonempty};
+use crate::api::common::EnvVar;
+use crate::api::own::AiProviderType;
+use crate::fp;
+use crate::policy::config::Mode;
+use crate::policy::kind::Kind;
+use crate::policy::names::{banner_color_valid, http_url_valid, iam_role_arn_valid, is_url_env, regex_valid};
+use crate::policy::path::FieldPath;
+use crate::policy::subject::{Object, Report, Subject};
 
 /// Rules of this family.
-pub const RULES: &[Rule] = &[];
+pub const RULES: &[Rule] = &[
+    Rule {
+        info: RuleInfo {
+            id: "required-fields",
+            summary: "Fields that must be set, set together, or not set together",
+            explanation: "The operator stops reconciling (with an assertion error) on blank workspace \
+namespaces or gateway parent fields and on a wildcard TLS Secret without a wildcard host, and a workspace \
+proxy without an access URL or a session token never starts. A CoderInstance needs exactly one of \
+`url` and `controlPlaneRef` and a token unless it uses the control plane's; an AI provider of type \
+`bedrock` needs `bedrock.region`. Set the field the finding names, or remove the one it conflicts with.",
+            kinds: &[Kind::CoderControlPlane, Kind::CoderWorkspaceProxy, Kind::CoderInstance, Kind::CoderAIProvider],
+            default_mode: Mode::Enforce,
+        },
+        check: required_fields,
+    },
+    Rule {
+        info: RuleInfo {
+            id: "url-format",
+            summary: "URLs are absolute http(s) URLs with a host",
+            explanation: "coderd, the workspace proxy and the reconcile loop parse these values as \
+absolute `http` or `https` URLs; anything else fails at start-up or on every reconcile. Write the full \
+URL, scheme included, e.g. `https://coder.example.com`. A logo may also be a path on coderd starting with \
+`/`. Env values built from `$(VAR)` references are resolved by the kubelet and not checked.",
+            kinds: &[
+                Kind::CoderInstance,
+                Kind::CoderAIProvider,
+                Kind::CoderWorkspaceProxy,
+                Kind::CoderControlPlane,
+                Kind::Deployment,
+            ],
+            default_mode: Mode::Enforce,
+        },
+        check: url_formats,
+    },
+    Rule {
+        info: RuleInfo {
+            id: "banner-color",
+            summary: "Announcement banner colours are #RRGGBB",
+            explanation: "coderd rejects the whole appearance update when any banner's background colour \
+is not `#` followed by six hex digits, disabled banners included, so no appearance setting is applied. \
+Write colours such as `#004852`.",
+            kinds: &[Kind::CoderInstance],
+            default_mode: Mode::Enforce,
+        },
+        check: banner_colors,
+    },
+    Rule {
+        info: RuleInfo {
+            id: "iam-role-arn",
+            summary: "Bedrock role ARNs are IAM role ARNs",
+            explanation: "coderd rejects a Bedrock provider whose role ARN is not an IAM role ARN, so the \
+provider is never created or updated. Use the form `arn:aws:iam::<12-digit account ID>:role/<name>` \
+(other AWS partitions such as `aws-cn` are fine).",
+            kinds: &[Kind::CoderAIProvider],
+            default_mode: Mode::Enforce,
+        },
+        check: iam_role_arns,
+    },
+    Rule {
+        info: RuleInfo {
+            id: "regex-compiles",
+            summary: "Group sync regex filters compile",
+            explanation: "coderd compiles `groupSync.regexFilter` as a Go (RE2) regular expression and \
+rejects the group sync settings when it does not compile, so no group sync is applied. Fix the \
+expression; the finding quotes the compiler's error.",
+            kinds: &[Kind::CoderOrganization],
+            default_mode: Mode::Enforce,
+        },
+        check: regexes_compile,
+    },
+    Rule {
+        info: RuleInfo {
+            id: "ai-provider-settings",
+            summary: "AI provider settings fit the provider type",
+            explanation: "coderd accepts Bedrock settings only for types `anthropic` and `bedrock`, \
+rejects API keys for types `bedrock` and `copilot`, and keeps at most five keys per provider. A \
+provider that breaks these rules is never created or updated. Remove the settings the type does not take.",
+            kinds: &[Kind::CoderAIProvider],
+            default_mode: Mode::Enforce,
+        },
+        check: ai_provider_settings,
+    },
+    Rule {
+        info: RuleInfo {
+            id: "numeric-ranges",
+            summary: "Replicas, grace periods and ports are in range",
+            explanation: "The operator copies these numbers into Deployments and Services, where Kubernetes \
+rejects negative replica counts and grace periods and ports outside 1–65535; the operator's reconcile \
+then fails on every attempt. Use a value in range.",
+            kinds: &[Kind::CoderControlPlane, Kind::CoderProvisioner, Kind::CoderWorkspaceProxy],
+            default_mode: Mode::Enforce,
+        },
+        check: numeric_ranges,
+    },
+    Rule {
+        info: RuleInfo {
+            id: "immutable-fields",
+            summary: "Identity fields do not change on UPDATE",
+            explanation: "coderd cannot rename an AI provider or change its type, and a resource's \
+`instanceRef` decides which coderd owns the object, so changing these fields would orphan the old \
+object. To change one, delete the resource and create it again.",
+            kinds: &[Kind::CoderOrganization, Kind::CoderAIProvider, Kind::CoderProvisionerKey],
+            default_mode: Mode::Enforce,
+        },
+        check: immutable_fields,
+    },
+];
+
+fn blank(s: &str) -> bool {
+    s.trim().is_empty()
+}
+
+/// The `type` of an AI provider as written in the manifest.
+fn type_name(t: AiProviderType) -> String {
+    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+// === required-fields ===
+
+fn required_fields(s: &Subject<'_>, r: &mut Report) {
+    match s.object {
+        Object::ControlPlane(cp) => control_plane_required(&cp.spec, r),
+        Object::WorkspaceProxy(p) => {
+            let spec = &p.spec;
+            let bootstrap_url = spec.bootstrap.as_ref().is_some_and(|b| !b.coder_url.is_empty());
+            if nonempty(spec.primary_access_url.as_deref()).is_none() && !bootstrap_url {
+                let fix = "set spec.primaryAccessURL to coderd's URL, or spec.bootstrap.coderURL";
+                r.deny(fp!("spec", "primaryAccessURL"), format!("the proxy has no primary access URL; {fix}"));
+            }
+            if spec.proxy_session_token_secret_ref.is_none() && spec.bootstrap.is_none() {
+                r.deny(
+                    fp!("spec", "proxySessionTokenSecretRef"),
+                    "the proxy has no session token; set spec.proxySessionTokenSecretRef, or spec.bootstrap to \
+                     have the operator register the proxy and create one",
+                );
+            }
+        }
+        Object::Instance(i) => {
+            let (url, cp) = (&i.spec.url, &i.spec.control_plane_ref);
+            if url.is_some() && cp.is_some() {
+                r.deny(
+                    fp!("spec", "url"),
+                    "spec.url and spec.controlPlaneRef are mutually exclusive; remove spec.url to use the control \
+                     plane's URL, or remove spec.controlPlaneRef",
+                );
+            } else if url.is_none() && cp.is_none() {
+                let fix = "set spec.url to coderd's URL, or spec.controlPlaneRef to a CoderControlPlane";
+                r.deny(fp!("spec", "url"), format!("the instance has no coderd to talk to; {fix}"));
+            }
+            if i.spec.token_secret_ref.is_none() && cp.is_none() {
+                r.deny(
+                    fp!("spec", "tokenSecretRef"),
+                    "a token is required unless spec.controlPlaneRef is set; reference a Secret holding the API \
+                     token of a dedicated automation account",
+                );
+            }
+        }
+        Object::AiProvider(p) => {
+            if p.spec.type_ == AiProviderType::Bedrock && p.spec.bedrock.is_none() {
+                let fix = "add spec.bedrock with at least region";
+                r.deny(fp!("spec", "bedrock"), format!("type bedrock requires Bedrock settings; {fix}"));
+            }
+            if let Some(b) = &p.spec.bedrock
+                && blank(&b.region)
+            {
+                let fix = "set the AWS region, e.g. us-east-1";
+                r.deny(fp!("spec", "bedrock", "region"), format!("the Bedrock region is empty; {fix}"));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn control_plane_required(spec: &ControlPlaneSpec, r: &mut Report) {
+    for (i, ns) in spec.rbac.workspace_namespaces.iter().enumerate().filter(|(_, n)| blank(n)) {
+        let fix = "name a namespace or remove the entry";
+        r.deny(
+            fp!("spec", "rbac", "workspaceNamespaces", i),
+            format!("workspace namespace {ns:?} is blank and stops the operator's reconcile; {fix}"),
+        );
+    }
+    if let Some(expose) = &spec.expose {
+        if expose.ingress.is_some() && expose.gateway.is_some() {
+            let fix = "remove one of spec.expose.ingress and spec.expose.gateway";
+            r.deny(fp!("spec", "expose"), format!("only one of ingress or gateway may be set; {fix}"));
+        }
+        if let Some(ing) = &expose.ingress
+            && ing.tls.as_ref().is_some_and(|t| nonempty(t.wildcard_secret_name.as_deref()).is_some())
+            && nonempty(ing.wildcard_host.as_deref()).is_none()
+        {
+            r.deny(
+                fp!("spec", "expose", "ingress", "wildcardHost"),
+                "tls.wildcardSecretName is set but wildcardHost is empty; set wildcardHost (e.g. \
+                 *.coder.example.com) or remove tls.wildcardSecretName",
+            );
+        }
+        for (i, p) in expose.gateway.iter().flat_map(|g| g.parent_refs.iter().enumerate()) {
+            for (field, value) in [("namespace", &p.namespace), ("sectionName", &p.section_name)] {
+                if value.as_deref().is_some_and(blank) {
+                    r.deny(
+                        fp!("spec", "expose", "gateway", "parentRefs", i, field),
+                        format!(
+                            "{field} is set but blank and stops the operator's reconcile; set a value or remove it"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    for (i, _) in spec.env_from.iter().enumerate().filter(|(_, e)| e.config_map_ref.is_some() && e.secret_ref.is_some())
+    {
+        r.deny(
+            fp!("spec", "envFrom", i),
+            "an envFrom entry may set configMapRef or secretRef, not both; split it into two entries",
+        );
+    }
+}
+
+// === url-format ===
+
+fn url_formats(s: &Subject<'_>, r: &mut Report) {
+    match s.object {
+        Object::Instance(i) => {
+            if let Some(url) = &i.spec.url {
+                check_url(r, fp!("spec", "url"), url, "coderd's URL");
+            }
+            let logo = i.spec.appearance.as_ref().and_then(|a| nonempty(a.logo_url.as_deref()));
+            if let Some(why) = logo.filter(|l| !l.starts_with('/')).and_then(http_url_valid) {
+                let fix = "write an absolute http(s) URL, or a path on coderd starting with /";
+                r.deny(fp!("spec", "appearance", "logoURL"), format!("the logo URL {why}; {fix}"));
+            }
+        }
+        Object::AiProvider(p) => check_url(r, fp!("spec", "baseURL"), &p.spec.base_url, "the provider's API URL"),
+        Object::WorkspaceProxy(p) => {
+            if let Some(url) = nonempty(p.spec.primary_access_url.as_deref()) {
+                check_url(r, fp!("spec", "primaryAccessURL"), url, "coderd's URL");
+            }
+            if let Some(b) = &p.spec.bootstrap {
+                check_url(r, fp!("spec", "bootstrap", "coderURL"), &b.coder_url, "coderd's URL");
+            }
+        }
+        Object::ControlPlane(cp) => env_urls(r, &fp!("spec", "extraEnv"), &cp.spec.extra_env),
+        Object::Deployment(d) if d.is_coder() => {
+            for (path, c) in d.containers() {
+                env_urls(r, &path.key("env"), &c.env);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Literal, non-empty values of URL env vars (empty means "unset" to coderd).
+fn env_urls(r: &mut Report, path: &FieldPath, env: &[EnvVar]) {
+    for (i, e) in env.iter().enumerate().filter(|(_, e)| is_url_env(&e.name)) {
+        if let Some(v) = nonempty(e.value.as_deref()).filter(|v| !v.contains("$(")) {
+            check_url(r, fp!(path, i, "value"), v, &e.name);
+        }
+    }
+}
+
+fn check_url(r: &mut Report, path: FieldPath, url: &str, what: &str) {
+    if let Some(why) = http_url_valid(url) {
+        let fix = "write an absolute http(s) URL with a host, e.g. https://coder.example.com";
+        r.deny(path, format!("{what} {why}; {fix}"));
+    }
+}
+
+// === banner-color / iam-role-arn / regex-compiles ===
+
+fn banner_colors(s: &Subject<'_>, r: &mut Report) {
+    let Object::Instance(i) = s.object else { return };
+    let banners = i.spec.appearance.iter().flat_map(|a| a.announcement_banners.iter().enumerate());
+    for (n, b) in banners {
+        if let Some(why) = banner_color_valid(&b.background_color) {
+            let color = &b.background_color;
+            r.deny(
+                fp!("spec", "appearance", "announcementBanners", n, "backgroundColor"),
+                format!(
+                    "background colour {color:?} {why}; coderd rejects the whole appearance update, even for a \
+                     disabled banner. Use #RRGGBB, e.g. #004852"
+                ),
+            );
+        }
+    }
+}
+
+fn iam_role_arns(s: &Subject<'_>, r: &mut Report) {
+    let Object::AiProvider(p) = s.object else { return };
+    let arn = p.spec.bedrock.as_ref().and_then(|b| nonempty(b.role_arn.as_deref()));
+    if let Some(why) = arn.and_then(iam_role_arn_valid) {
+        r.deny(
+            fp!("spec", "bedrock", "roleARN"),
+            format!("roleARN {why}; coderd rejects it. Copy the role's ARN from the IAM console"),
+        );
+    }
+}
+
+fn regexes_compile(s: &Subject<'_>, r: &mut Report) {
+    let Object::Organization(o) = s.object else { return };
+    let Some(filter) = o.spec.group_sync.as_ref().and_then(|g| g.regex_filter.as_deref()) else { return };
+    if let Some(why) = regex_valid(filter) {
+        let fix = "Fix it (Go RE2 syntax) or remove it";
+        r.deny(
+            fp!("spec", "groupSync", "regexFilter"),
+            format!("the regular expression does not compile: {why}. {fix}"),
+        );
+    }
+}
+
+// === ai-provider-settings ===
+
+fn ai_provider_settings(s: &Subject<'_>, r: &mut Report) {
+    let Object::AiProvider(p) = s.object else { return };
+    let (t, spec) = (p.spec.type_, &p.spec);
+    if spec.bedrock.is_some() && !matches!(t, AiProviderType::Anthropic | AiProviderType::Bedrock) {
+        let fix = "remove spec.bedrock, or use type anthropic or bedrock";
+        let what = format!("Bedrock settings are only allowed with type anthropic or bedrock, not {}", type_name(t));
+        r.deny(fp!("spec", "bedrock"), format!("{what}; {fix}"));
+    }
+    let keys = spec.api_key_secret_refs.len();
+    if keys > 0 && matches!(t, AiProviderType::Bedrock | AiProviderType::Copilot) {
+        let fix = "remove spec.apiKeySecretRefs";
+        r.deny(fp!("spec", "apiKeySecretRefs"), format!("coderd takes no API keys for type {}; {fix}", type_name(t)));
+    } else if keys > 5 {
+        let fix = "remove the extra entries";
+        let what = format!("{keys} API keys are listed; coderd keeps at most 5 per provider");
+        r.deny(fp!("spec", "apiKeySecretRefs"), format!("{what}; {fix}"));
+    }
+}
+
+// === numeric-ranges ===
+
+fn numeric_ranges(s: &Subject<'_>, r: &mut Report) {
+    let (replicas, port, grace) = match s.object {
+        Object::ControlPlane(cp) => (cp.spec.replicas, cp.spec.service.port, None),
+        Object::WorkspaceProxy(p) => (p.spec.replicas, p.spec.service.port, None),
+        Object::Provisioner(p) => (p.spec.replicas, None, p.spec.termination_grace_period_seconds),
+        _ => return,
+    };
+    if let Some(n) = replicas.filter(|n| *n < 0) {
+        r.deny(fp!("spec", "replicas"), format!("replicas is {n}; use 0 or more"));
+    }
+    if let Some(n) = grace.filter(|n| *n < 0) {
+        r.deny(fp!("spec", "terminationGracePeriodSeconds"), format!("the grace period is {n}; use 0 or more seconds"));
+    }
+    if let Some(p) = port.filter(|p| !(1..=65535).contains(p)) {
+        r.deny(fp!("spec", "service", "port"), format!("service port {p} is outside 1–65535; use a port such as 80"));
+    }
+}
+
+// === immutable-fields ===
+
+fn immutable_fields(s: &Subject<'_>, r: &mut Report) {
+    let Some(old) = s.old.filter(|_| s.is_update()) else { return };
+    let instance = fp!("spec", "instanceRef", "name");
+    // (path, old value, new value)
+    let fields: Vec<(FieldPath, String, String)> = match (old, s.object) {
+        (Object::AiProvider(o), Object::AiProvider(n)) => vec![
+            (fp!("spec", "name"), o.spec.name.clone(), n.spec.name.clone()),
+            (fp!("spec", "type"), type_name(o.spec.type_), type_name(n.spec.type_)),
+            (instance, o.spec.instance_ref.name.clone(), n.spec.instance_ref.name.clone()),
+        ],
+        (Object::Organization(o), Object::Organization(n)) => {
+            vec![(instance, o.spec.instance_ref.name.clone(), n.spec.instance_ref.name.clone())]
+        }
+        (Object::ProvisionerKey(o), Object::ProvisionerKey(n)) => {
+            vec![(instance, o.spec.instance_ref.name.clone(), n.spec.instance_ref.name.clone())]
+        }
+        _ => return,
+    };
+    for (path, before, after) in fields.into_iter().filter(|(_, before, after)| before != after) {
+        r.deny(
+            path.clone(),
+            format!(
+                "{path} is immutable (it was {before:?}, now {after:?}); set it back, or delete and re-create the \
+                 resource to change it"
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use crate::policy::Operation;
+    use crate::policy::fixtures::*;
+
+    fn merge(mut base: Value, extra: Value) -> Value {
+        if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+            b.extend(e);
+        }
+        base
+    }
+
+    fn aip(spec: Value) -> Value {
+        let base = json!({"instanceRef": {"name": "main"}, "name": "p", "type": "openai", "baseURL": "https://a.b"});
+        ai_provider("p", merge(base, spec))
+    }
+
+    fn inst(spec: Value) -> Value {
+        instance("main", merge(json!({"url": "https://coder.example.com", "tokenSecretRef": {"name": "t"}}), spec))
+    }
+
+    fn org(spec: Value) -> Value {
+        organization("acme", merge(json!({"instanceRef": {"name": "main"}}), spec))
+    }
+
+    fn messages(object: &Value, rule: &str) -> String {
+        let e = create(object, &[]);
+        e.findings.iter().filter(|f| f.rule == rule).map(|f| f.message.as_str()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Asserts the denied paths of `rule` for each object on CREATE.
+    fn table(rule: &str, cases: &[(Value, &[&str])]) {
+        for (object, want) in cases {
+            assert_eq!(denied(&create(object, &[]), rule), *want, "{object}\n{}", messages(object, rule));
+        }
+    }
+
+    #[test]
+    fn control_plane_required_fields() {
+        let cp = |spec: Value| control_plane("cp", spec);
+        let ingress = |tls: Value, wildcard: Value| {
+            cp(json!({"expose": {"ingress": {"host": "c.example.com", "wildcardHost": wildcard, "tls": tls}}}))
+        };
+        let gateway =
+            |parent: Value| cp(json!({"expose": {"gateway": {"host": "c.example.com", "parentRefs": [parent]}}}));
+        let both = json!({"ingress": {"host": "a"}, "gateway": {"host": "a", "parentRefs": [{"name": "gw"}]}});
+        let env_from = |e: Value| cp(json!({"envFrom": [{"secretRef": {"name": "s"}}, e]}));
+        table(
+            "required-fields",
+            &[
+                (cp(json!({})), &[]),
+                (cp(json!({"rbac": {"workspaceNamespaces": ["ws", " "]}})), &["spec.rbac.workspaceNamespaces[1]"]),
+                (ingress(json!({"wildcardSecretName": "wc"}), json!(null)), &["spec.expose.ingress.wildcardHost"]),
+                (ingress(json!({"wildcardSecretName": "wc"}), json!("")), &["spec.expose.ingress.wildcardHost"]),
+                (ingress(json!({"wildcardSecretName": "wc"}), json!("*.c.example.com")), &[]),
+                (ingress(json!({"secretName": "tls"}), json!(null)), &[]),
+                (gateway(json!({"name": "gw"})), &[]),
+                (gateway(json!({"name": "gw", "namespace": "infra", "sectionName": "https"})), &[]),
+                (gateway(json!({"name": "gw", "namespace": ""})), &["spec.expose.gateway.parentRefs[0].namespace"]),
+                (
+                    gateway(json!({"name": "gw", "sectionName": " "})),
+                    &["spec.expose.gateway.parentRefs[0].sectionName"],
+                ),
+                (cp(json!({"expose": both})), &["spec.expose"]),
+                (env_from(json!({"configMapRef": {"name": "c"}})), &[]),
+                (env_from(json!({"configMapRef": {"name": "c"}, "secretRef": {"name": "s"}})), &["spec.envFrom[1]"]),
+            ],
+        );
+        let text = messages(&ingress(json!({"wildcardSecretName": "wc"}), json!(null)), "required-fields");
+        assert!(text.contains("set wildcardHost"), "{text}");
+    }
+
+    #[test]
+    fn proxy_instance_and_provider_required_fields() {
+        let proxy = |spec: Value| workspace_proxy("px", spec);
+        let boot = |url: &str| json!({"coderURL": url, "credentialsSecretRef": {"name": "c"}});
+        let token = json!({"name": "t"});
+        let bare = instance("main", json!({}));
+        table(
+            "required-fields",
+            &[
+                (proxy(json!({})), &["spec.primaryAccessURL", "spec.proxySessionTokenSecretRef"]),
+                (proxy(json!({"primaryAccessURL": "https://c.example.com", "proxySessionTokenSecretRef": token})), &[]),
+                (proxy(json!({"bootstrap": boot("https://c.example.com")})), &[]),
+                (proxy(json!({"primaryAccessURL": "", "bootstrap": boot("")})), &["spec.primaryAccessURL"]),
+                (inst(json!({})), &[]),
+                (inst(json!({"url": null, "tokenSecretRef": null, "controlPlaneRef": {"name": "cp"}})), &[]),
+                (inst(json!({"controlPlaneRef": {"name": "cp"}})), &["spec.url"]),
+                (bare, &["spec.url", "spec.tokenSecretRef"]),
+                (inst(json!({"tokenSecretRef": null})), &["spec.tokenSecretRef"]),
+                (aip(json!({"type": "bedrock"})), &["spec.bedrock"]),
+                (aip(json!({"type": "bedrock", "bedrock": {"region": ""}})), &["spec.bedrock.region"]),
+                (aip(json!({"type": "anthropic", "bedrock": {"region": " "}})), &["spec.bedrock.region"]),
+                (aip(json!({"type": "bedrock", "bedrock": {"region": "us-east-1"}})), &[]),
+            ],
+        );
+        assert!(
+            messages(&inst(json!({"controlPlaneRef": {"name": "cp"}})), "required-fields").contains("remove spec.url")
+        );
+    }
+
+    #[test]
+    fn urls_in_own_kinds_and_proxies() {
+        let proxy = |spec: Value| workspace_proxy("px", spec);
+        let logo = |url: &str| inst(json!({"appearance": {"logoURL": url}}));
+        table(
+            "url-format",
+            &[
+                (inst(json!({})), &[]),
+                (inst(json!({"url": "http://10.0.0.1:3000"})), &[]),
+                (inst(json!({"url": "coder.example.com"})), &["spec.url"]),
+                (inst(json!({"url": "ftp://coder.example.com"})), &["spec.url"]),
+                (inst(json!({"url": "https://"})), &["spec.url"]),
+                (inst(json!({"url": "https://coder example.com"})), &["spec.url"]),
+                (inst(json!({"url": ""})), &["spec.url"]),
+                (logo("/icon/coder.svg"), &[]),
+                (logo(""), &[]),
+                (logo("https://cdn.example.com/logo.png"), &[]),
+                (logo("logo.png"), &["spec.appearance.logoURL"]),
+                (aip(json!({"baseURL": "https://api.openai.com/v1/"})), &[]),
+                (aip(json!({"baseURL": "api.openai.com"})), &["spec.baseURL"]),
+                (proxy(json!({"primaryAccessURL": "https://c.example.com"})), &[]),
+                (proxy(json!({"primaryAccessURL": "c.example.com"})), &["spec.primaryAccessURL"]),
+                (
+                    proxy(json!({"bootstrap": {"coderURL": "", "credentialsSecretRef": {"name": "c"}}})),
+                    &["spec.bootstrap.coderURL"],
+                ),
+            ],
+        );
+        let text = messages(&inst(json!({"url": "ftp://admin:hunter2@coder.example.com"})), "url-format");
+        assert!(text.contains("https://coder.example.com") && !text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn urls_in_env() {
+        let env = |name: &str, value: &str| {
+            control_plane("cp", json!({"extraEnv": [{"name": "X", "value": "x"}, {"name": name, "value": value}]}))
+        };
+        let dep = |value: &str| {
+            let env = json!([{"name": "CODER_ACCESS_URL", "value": value}]);
+            deployment("coder", json!([{"name": "coder", "image": "ghcr.io/coder/coder:v2.34.0", "env": env}]))
+        };
+        table(
+            "url-format",
+            &[
+                (env("CODER_ACCESS_URL", "https://coder.example.com"), &[]),
+                (env("CODER_ACCESS_URL", "coder.example.com"), &["spec.extraEnv[1].value"]),
+                (env("CODER_ACCESS_URL", ""), &[]),
+                (env("CODER_ACCESS_URL", "$(PUBLIC_URL)"), &[]),
+                (env("CODER_AIBRIDGE_OPENAI_BASE_URL", "https://api.openai.com/v1/"), &[]),
+                (env("CODER_AIBRIDGE_OPENAI_BASE_URL", "api.openai.com"), &["spec.extraEnv[1].value"]),
+                (env("CODER_AI_GATEWAY_PROVIDER_0_BASE_URL", "ftp://x"), &["spec.extraEnv[1].value"]),
+                (env("CODER_AI_GATEWAY_PROVIDER_0_BEDROCK_BASE_URL", "x"), &["spec.extraEnv[1].value"]),
+                (env("CODER_WILDCARD_ACCESS_URL", "*.coder.example.com"), &[]),
+                (dep("https://coder.example.com"), &[]),
+                (dep("coder.example.com"), &["spec.template.spec.containers[0].env[0].value"]),
+            ],
+        );
+        assert!(messages(&env("CODER_ACCESS_URL", "x"), "url-format").contains("CODER_ACCESS_URL"));
+    }
+
+    #[test]
+    fn banner_colors_even_when_disabled() {
+        let banners = |colors: &[(&str, bool)]| {
+            let list: Vec<Value> =
+                colors.iter().map(|(c, on)| json!({"enabled": on, "message": "m", "backgroundColor": c})).collect();
+            inst(json!({"appearance": {"announcementBanners": list}}))
+        };
+        let at = |i: usize| format!("spec.appearance.announcementBanners[{i}].backgroundColor");
+        table(
+            "banner-color",
+            &[
+                (inst(json!({})), &[]),
+                (banners(&[("#00ff00", true), ("#ABCDEF", false)]), &[]),
+                (banners(&[("#00ff0", true)]), &[&at(0)]),
+                (banners(&[("#00ff00", true), ("00ff00", true), ("#gg0000", true)]), &[&at(1), &at(2)]),
+                (banners(&[("red", false)]), &[&at(0)]),
+            ],
+        );
+        assert!(messages(&banners(&[("red", false)]), "banner-color").contains("Use #RRGGBB"));
+    }
+
+    #[test]
+    fn iam_role_arns() {
+        let role = |arn: &str| aip(json!({"type": "bedrock", "bedrock": {"region": "us-east-1", "roleARN": arn}}));
+        table(
+            "iam-role-arn",
+            &[
+                (role("arn:aws:iam::123456789012:role/team/Bedrock"), &[]),
+                (role("arn:aws-cn:iam::123456789012:role/r"), &[]),
+                (role(""), &[]),
+                (aip(json!({})), &[]),
+                (role("arn:aws:iam::12345:role/r"), &["spec.bedrock.roleARN"]),
+                (role("arn:aws:iam::123456789012:user/u"), &["spec.bedrock.roleARN"]),
+                (role("Bedrock"), &["spec.bedrock.roleARN"]),
+            ],
+        );
+    }
+
+    #[test]
+    fn regex_filters_compile() {
+        let filter = |f: &str| org(json!({"groupSync": {"field": "groups", "regexFilter": f}}));
+        table(
+            "regex-compiles",
+            &[
+                (org(json!({})), &[]),
+                (filter("^eng-.*$"), &[]),
+                (filter(""), &[]),
+                (filter("(unclosed"), &["spec.groupSync.regexFilter"]),
+                (filter("a{2,1}"), &["spec.groupSync.regexFilter"]),
+            ],
+        );
+        let text = messages(&filter("(unclosed"), "regex-compiles");
+        assert!(text.contains("unclosed group") && !text.contains('\n') && text.contains("Fix it"), "{text}");
+    }
+
+    #[test]
+    fn ai_provider_settings_fit_the_type() {
+        let keys = |n: usize| json!(vec![json!({"name": "k"}); n]);
+        let region = json!({"region": "us-east-1"});
+        table(
+            "ai-provider-settings",
+            &[
+                (aip(json!({})), &[]),
+                (aip(json!({"bedrock": region})), &["spec.bedrock"]),
+                (aip(json!({"type": "anthropic", "bedrock": region})), &[]),
+                (aip(json!({"type": "bedrock", "bedrock": region})), &[]),
+                (
+                    aip(json!({"type": "bedrock", "bedrock": region, "apiKeySecretRefs": keys(1)})),
+                    &["spec.apiKeySecretRefs"],
+                ),
+                (aip(json!({"type": "copilot", "apiKeySecretRefs": keys(1)})), &["spec.apiKeySecretRefs"]),
+                (aip(json!({"type": "copilot"})), &[]),
+                (aip(json!({"apiKeySecretRefs": keys(5)})), &[]),
+                (aip(json!({"apiKeySecretRefs": keys(6)})), &["spec.apiKeySecretRefs"]),
+            ],
+        );
+        assert!(messages(&aip(json!({"bedrock": region})), "ai-provider-settings").contains("not openai"));
+    }
+
+    #[test]
+    fn numeric_ranges() {
+        let port = |p: i64| control_plane("cp", json!({"service": {"port": p}}));
+        let prov = |spec: Value| provisioner("p", merge(json!({"controlPlaneRef": {"name": "cp"}}), spec));
+        table(
+            "numeric-ranges",
+            &[
+                (control_plane("cp", json!({})), &[]),
+                (control_plane("cp", json!({"replicas": 0})), &[]),
+                (control_plane("cp", json!({"replicas": -1})), &["spec.replicas"]),
+                (port(1), &[]),
+                (port(65535), &[]),
+                (port(0), &["spec.service.port"]),
+                (port(65536), &["spec.service.port"]),
+                (
+                    workspace_proxy("px", json!({"replicas": -2, "service": {"port": -80}})),
+                    &["spec.replicas", "spec.service.port"],
+                ),
+                (prov(json!({"replicas": 0, "terminationGracePeriodSeconds": 0})), &[]),
+                (
+                    prov(json!({"replicas": -1, "terminationGracePeriodSeconds": -1})),
+                    &["spec.replicas", "spec.terminationGracePeriodSeconds"],
+                ),
+            ],
+        );
+        assert!(messages(&port(0), "numeric-ranges").contains("use a port such as 80"));
+    }
+
+    #[test]
+    fn immutable_fields_on_update_only() {
+        let key = |inst: &str| provisioner_key("k", json!({"instanceRef": {"name": inst}}));
+        let renamed = aip(json!({"name": "q", "displayName": "Q"}));
+        let cases: &[(Value, Value, &[&str])] = &[
+            (aip(json!({})), aip(json!({"displayName": "New", "enabled": false})), &[]),
+            (aip(json!({})), renamed.clone(), &["spec.name"]),
+            (aip(json!({})), aip(json!({"type": "anthropic"})), &["spec.type"]),
+            (aip(json!({})), aip(json!({"instanceRef": {"name": "other"}})), &["spec.instanceRef.name"]),
+            (
+                org(json!({})),
+                org(json!({"instanceRef": {"name": "other"}, "name": "renamed"})),
+                &["spec.instanceRef.name"],
+            ),
+            (org(json!({})), org(json!({"name": "renamed"})), &[]),
+            (key("main"), key("other"), &["spec.instanceRef.name"]),
+            (key("main"), key("main"), &[]),
+        ];
+        for (old, new, want) in cases {
+            assert_eq!(denied(&update(old, new, &[]), "immutable-fields"), *want, "{old} -> {new}");
+            assert!(hits(&create(new, &[]), "immutable-fields").is_empty(), "CREATE never fires");
+            let odd_create = evaluate(Operation::Create, new, Some(old), false, &cluster(&[]));
+            assert!(hits(&odd_create, "immutable-fields").is_empty(), "only UPDATE compares");
+        }
+        let e = update(&aip(json!({})), &renamed, &[]);
+        let text: Vec<_> = e.findings.iter().filter(|f| f.rule == "immutable-fields").map(|f| &f.message).collect();
+        assert!(text[0].contains("immutable") && text[0].contains("delete and re-create"), "{text:?}");
+    }
+}

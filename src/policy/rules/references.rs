@@ -317,7 +317,9 @@ fn unique_claims(s: &Subject<'_>, r: &mut Report) {
             Claim::ProvisionerKey { organization, name, .. } => {
                 (key_name_path(s), format!("provisioner key {name:?} in organization {organization:?}"))
             }
-            Claim::DeploymentState { coderd } => (fp!("spec"), format!("the deployment-wide settings of coderd {coderd}")),
+            Claim::DeploymentState { coderd } => {
+                (fp!("spec"), format!("the deployment-wide settings of coderd {coderd}"))
+            }
             Claim::WrittenSecret { name, .. } => (written_secret_path(s), format!("Secret {name:?}")),
             Claim::License { .. } | Claim::InstanceOf { .. } => continue,
         };
@@ -349,11 +351,9 @@ fn cross_coderd_key_holders(s: &Subject<'_>, claim: &Claim) -> Vec<ObjectKey> {
                 .collect()
         }
         Coderd::Instance(inst) => match s.instance(inst) {
-            Found::Present(i) => i
-                .spec
-                .control_plane_ref
-                .map(|cp| others(s, &twin(Coderd::ControlPlane(cp.name))))
-                .unwrap_or_default(),
+            Found::Present(i) => {
+                i.spec.control_plane_ref.map(|cp| others(s, &twin(Coderd::ControlPlane(cp.name)))).unwrap_or_default()
+            }
             _ => Vec::new(),
         },
     }
@@ -388,7 +388,9 @@ fn name_path(s: &Subject<'_>) -> FieldPath {
 
 fn key_name_path(s: &Subject<'_>) -> FieldPath {
     match s.object {
-        Object::Provisioner(p) if p.spec.key.name.as_deref().is_some_and(|n| !n.is_empty()) => fp!("spec", "key", "name"),
+        Object::Provisioner(p) if p.spec.key.name.as_deref().is_some_and(|n| !n.is_empty()) => {
+            fp!("spec", "key", "name")
+        }
         Object::ProvisionerKey(k) if k.spec.name.is_some() => fp!("spec", "name"),
         _ => fp!("metadata", "name"),
     }
@@ -431,7 +433,10 @@ fn written_secret_conflict(s: &Subject<'_>, r: &mut Report) {
 }
 
 fn control_plane_secrets(cp: &coder::CoderControlPlane) -> Vec<(String, String)> {
-    let mut out = vec![(cp.operator_token_secret_name(), format!("the operator-token Secret of CoderControlPlane {}", cp.metadata.name))];
+    let mut out = vec![(
+        cp.operator_token_secret_name(),
+        format!("the operator-token Secret of CoderControlPlane {}", cp.metadata.name),
+    )];
     if let Some(lic) = &cp.spec.license_secret_ref {
         out.push((lic.name.clone(), format!("the license Secret of CoderControlPlane {}", cp.metadata.name)));
     }
@@ -473,13 +478,22 @@ mod tests {
     #[test]
     fn secret_key_present_missing_and_empty() {
         let pk = |key: &str| {
-            provisioner("p", json!({"controlPlaneRef": {"name": "cp"},
-                "extraEnv": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": key}}}]}))
+            provisioner(
+                "p",
+                json!({"controlPlaneRef": {"name": "cp"},
+                "extraEnv": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": key}}}]}),
+            )
         };
         let s = secret("s", &[("good", "v"), ("empty", "")]);
         assert!(hits(&create(&pk("good"), &[cp(), s.clone()]), "secret-ref").is_empty());
-        assert_eq!(denied(&create(&pk("missing"), &[cp(), s.clone()]), "secret-ref"), ["spec.extraEnv[0].valueFrom.secretKeyRef.key"]);
-        assert_eq!(denied(&create(&pk("empty"), &[cp(), s]), "secret-ref"), ["spec.extraEnv[0].valueFrom.secretKeyRef.key"]);
+        assert_eq!(
+            denied(&create(&pk("missing"), &[cp(), s.clone()]), "secret-ref"),
+            ["spec.extraEnv[0].valueFrom.secretKeyRef.key"]
+        );
+        assert_eq!(
+            denied(&create(&pk("empty"), &[cp(), s]), "secret-ref"),
+            ["spec.extraEnv[0].valueFrom.secretKeyRef.key"]
+        );
         let absent = create(&pk("good"), &[cp()]);
         assert_eq!(denied(&absent, "secret-ref"), ["spec.extraEnv[0].valueFrom.secretKeyRef.name"]);
         assert_eq!(absent.absent.len(), 1, "the server confirms absences with a live read");
@@ -487,8 +501,11 @@ mod tests {
 
     #[test]
     fn optional_refs_are_skipped_and_dry_run_downgrades() {
-        let p = provisioner("p", json!({"controlPlaneRef": {"name": "cp"},
-            "extraEnv": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k", "optional": true}}}]}));
+        let p = provisioner(
+            "p",
+            json!({"controlPlaneRef": {"name": "cp"},
+            "extraEnv": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k", "optional": true}}}]}),
+        );
         assert!(hits(&create(&p, &[cp()]), "secret-ref").is_empty());
         let i = instance("i", json!({"url": "https://c.example.com", "tokenSecretRef": {"name": "tok"}}));
         let dry = evaluate(Operation::Create, &i, None, true, &cluster(&[]));
@@ -498,8 +515,11 @@ mod tests {
 
     #[test]
     fn defaults_keys_per_field() {
-        let i = instance("i", json!({"url": "https://c.example.com", "tokenSecretRef": {"name": "tok"},
-            "license": {"secretRef": {"name": "lic"}}}));
+        let i = instance(
+            "i",
+            json!({"url": "https://c.example.com", "tokenSecretRef": {"name": "tok"},
+            "license": {"secretRef": {"name": "lic"}}}),
+        );
         let ok = create(&i, &[secret("tok", &[("token", "t")]), secret("lic", &[("license", "jwt")])]);
         assert!(hits(&ok, "secret-ref").is_empty(), "{:?}", ok.findings);
         let wrong = create(&i, &[secret("tok", &[("api", "t")]), secret("lic", &[("license", "jwt")])]);
@@ -508,7 +528,8 @@ mod tests {
 
     #[test]
     fn control_plane_tls_and_env_from() {
-        let c = control_plane("cp", json!({"tls": {"secretNames": ["tls"]}, "envFrom": [{"secretRef": {"name": "env"}}]}));
+        let c =
+            control_plane("cp", json!({"tls": {"secretNames": ["tls"]}, "envFrom": [{"secretRef": {"name": "env"}}]}));
         let e = create(&c, &[secret("tls", &[("tls.crt", "c")]), secret("env", &[])]);
         assert_eq!(denied(&e, "secret-ref"), ["spec.tls.secretNames[0].key"]);
     }
@@ -526,8 +547,12 @@ mod tests {
         let env = json!([{"name": "X", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}}}]);
         let plain = deployment("web", json!([{"name": "web", "image": "nginx", "env": env}]));
         assert!(hits(&create(&plain, &[]), "secret-ref").is_empty());
-        let coderd = deployment("coder", json!([{"name": "coder", "image": "ghcr.io/coder/coder:v2.34.0", "env": env}]));
-        assert_eq!(denied(&create(&coderd, &[]), "secret-ref"), ["spec.template.spec.containers[0].env[0].valueFrom.secretKeyRef.name"]);
+        let coderd =
+            deployment("coder", json!([{"name": "coder", "image": "ghcr.io/coder/coder:v2.34.0", "env": env}]));
+        assert_eq!(
+            denied(&create(&coderd, &[]), "secret-ref"),
+            ["spec.template.spec.containers[0].env[0].valueFrom.secretKeyRef.name"]
+        );
     }
 
     #[test]
@@ -566,7 +591,8 @@ mod tests {
     #[test]
     fn license_twice() {
         let c = control_plane("cp", json!({"licenseSecretRef": {"name": "lic"}}));
-        let i = instance("main", json!({"controlPlaneRef": {"name": "cp"}, "license": {"secretRef": {"name": "lic2"}}}));
+        let i =
+            instance("main", json!({"controlPlaneRef": {"name": "cp"}, "license": {"secretRef": {"name": "lic2"}}}));
         assert_eq!(denied(&create(&i, std::slice::from_ref(&c)), "license-managed-once"), ["spec.license"]);
         assert_eq!(denied(&create(&c, &[i]), "license-managed-once"), ["spec.licenseSecretRef"]);
         let no_license = instance("main", json!({"controlPlaneRef": {"name": "cp"}}));
@@ -576,7 +602,8 @@ mod tests {
     #[test]
     fn written_secret_must_not_be_a_credential() {
         let c = control_plane("cp", json!({"licenseSecretRef": {"name": "lic"}}));
-        let p = provisioner("p", json!({"controlPlaneRef": {"name": "cp"}, "key": {"secretName": "cp-operator-token"}}));
+        let p =
+            provisioner("p", json!({"controlPlaneRef": {"name": "cp"}, "key": {"secretName": "cp-operator-token"}}));
         assert_eq!(denied(&create(&p, std::slice::from_ref(&c)), "written-secret-conflict"), ["spec.key.secretName"]);
         let p = provisioner("p", json!({"controlPlaneRef": {"name": "cp"}, "key": {"secretName": "lic"}}));
         assert_eq!(denied(&create(&p, std::slice::from_ref(&c)), "written-secret-conflict"), ["spec.key.secretName"]);
