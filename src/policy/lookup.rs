@@ -170,8 +170,49 @@ pub trait Lookup {
     fn claimants(&self, claim: &Claim) -> Vec<ObjectKey>;
 }
 
-/// Kinds whose whole objects an `Index` keeps for `Lookup::object`.
-pub const INDEXED_KINDS: [Kind; 3] = [Kind::CoderControlPlane, Kind::CoderInstance, Kind::CoderProvisionerKey];
+/// Kinds an `Index` keeps for `Lookup::object`, with the fields it keeps of each: what rules
+/// and mutations read of a referenced object. Everything else is dropped to keep the index
+/// small (a control plane's pod settings can be kilobytes).
+pub const INDEXED_FIELDS: [(Kind, &[&str]); 3] = [
+    (
+        Kind::CoderControlPlane,
+        &[
+            "/spec/licenseSecretRef",
+            "/spec/operatorAccess",
+            "/status/url",
+            "/status/operatorTokenSecretRef",
+            "/status/operatorAccessReady",
+        ],
+    ),
+    (
+        Kind::CoderInstance,
+        &["/spec/url", "/spec/controlPlaneRef", "/spec/tokenSecretRef", "/spec/caSecretRef", "/spec/license"],
+    ),
+    (Kind::CoderProvisionerKey, &["/spec"]),
+];
+
+/// The part of `object` an `Index` keeps: type, name, namespace and `fields`.
+fn retained(object: &Value, fields: &[&str]) -> Value {
+    let mut out = serde_json::json!({});
+    let mut copy = |pointer: &str| {
+        let Some(v) = object.pointer(pointer) else { return };
+        let mut target = &mut out;
+        let mut parts = pointer.split('/').skip(1).peekable();
+        while let Some(part) = parts.next() {
+            let map = target.as_object_mut().expect("built from objects");
+            if parts.peek().is_none() {
+                map.insert(part.to_owned(), v.clone());
+                return;
+            }
+            target = map.entry(part).or_insert_with(|| serde_json::json!({}));
+        }
+    };
+    ["/apiVersion", "/kind", "/metadata/name", "/metadata/namespace"]
+        .into_iter()
+        .chain(fields.iter().copied())
+        .for_each(&mut copy);
+    out
+}
 
 /// An in-memory `Lookup`.
 #[derive(Debug, Default)]
@@ -216,8 +257,8 @@ impl Index {
         if !claims.is_empty() {
             self.claimed_by.insert(key.clone(), claims);
         }
-        if INDEXED_KINDS.contains(&kind) {
-            self.objects.insert(key, Arc::new(object.clone()));
+        if let Some((_, fields)) = INDEXED_FIELDS.iter().find(|(k, _)| *k == kind) {
+            self.objects.insert(key, Arc::new(retained(object, fields)));
         }
     }
 
@@ -273,5 +314,62 @@ impl Lookup for Index {
 
     fn claimants(&self, claim: &Claim) -> Vec<ObjectKey> {
         self.claims.get(claim).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn keeps_only_the_fields_lookups_serve() {
+        let cp = json!({"apiVersion": "coder.com/v1alpha1", "kind": "CoderControlPlane",
+            "metadata": {"name": "cp", "namespace": "ns", "labels": {"a": "b"}},
+            "spec": {"licenseSecretRef": {"name": "lic"}, "extraEnv": [{"name": "X", "value": "y"}]},
+            "status": {"url": "http://cp.ns.svc.cluster.local:80"}});
+        let mut index = Index::new(true);
+        index.insert(&cp, "default");
+        let Found::Present(kept) = index.object(Kind::CoderControlPlane, "ns", "cp") else { panic!("indexed") };
+        assert_eq!(
+            *kept,
+            json!({"apiVersion": "coder.com/v1alpha1", "kind": "CoderControlPlane",
+                "metadata": {"name": "cp", "namespace": "ns"},
+                "spec": {"licenseSecretRef": {"name": "lic"}},
+                "status": {"url": "http://cp.ns.svc.cluster.local:80"}})
+        );
+        assert_eq!(index.object(Kind::CoderControlPlane, "ns", "other"), Found::Absent);
+        assert_eq!(Index::new(false).object(Kind::CoderControlPlane, "ns", "cp"), Found::Unknown);
+    }
+
+    #[test]
+    fn secrets_keep_digests_not_values() {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "data": {"b64": "aGVsbG8=", "empty": ""}, "stringData": {"plain": "hello"}});
+        let info = SecretInfo::from_object(&secret);
+        assert_eq!(info.key("b64"), KeyState::Present);
+        assert_eq!(info.key("empty"), KeyState::Empty);
+        assert_eq!(info.key("missing"), KeyState::Missing);
+        // base64 `data` and plain `stringData` of the same value digest alike.
+        assert_eq!(info.keys["b64"], info.keys["plain"]);
+        assert!(!format!("{info:?}").contains("hello"));
+    }
+
+    #[test]
+    fn reinserting_replaces_claims() {
+        let org = |name: &str| {
+            json!({"apiVersion": "coderd.coder.com/v1alpha1", "kind": "CoderOrganization",
+            "metadata": {"name": "o", "namespace": "ns"}, "spec": {"instanceRef": {"name": "i"}, "name": name}})
+        };
+        let claim =
+            |name: &str| Claim::Organization { namespace: "ns".into(), instance: "i".into(), name: name.into() };
+        let mut index = Index::new(true);
+        index.insert(&org("a"), "default");
+        index.insert(&org("b"), "default");
+        assert!(index.claimants(&claim("a")).is_empty());
+        assert_eq!(index.claimants(&claim("b")).len(), 1);
+        index.remove(&ObjectKey { kind: Kind::CoderOrganization, namespace: "ns".into(), name: "o".into() });
+        assert!(index.claimants(&claim("b")).is_empty());
     }
 }

@@ -11,9 +11,8 @@
 # - `go mod tidy`, then checks and prints the pinned etcd version.
 #
 # Afterwards commit tools/k8s/go.mod and tools/k8s/go.sum and run build.sh.
-# Network: needs the Go module proxy (and sum.golang.org, unless GONOSUMDB /
-# GOFLAGS=-insecure is arranged otherwise); build.sh needs neither once the
-# module cache is warm.
+# Network: needs the Go module proxy and checksum database (GOPROXY/GOSUMDB);
+# build.sh then needs only the proxy, and nothing once the module cache is warm.
 set -euo pipefail
 
 usage() { echo "usage: $0 KUBERNETES_VERSION   (e.g. $0 1.36.3; list: go list -m -versions k8s.io/kubernetes)" >&2; exit 2; }
@@ -26,6 +25,7 @@ cd "$HERE"
 
 export GOTOOLCHAIN=local      # never download another Go toolchain
 export GOWORK=off             # ignore any go.work further up
+export LC_ALL=C               # stable sort/join
 export GOFLAGS=-buildvcs=false # drop an inherited -mod=readonly: this script edits go.mod
 MODPATH=coder-guard/tools/k8s
 
