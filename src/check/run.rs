@@ -93,6 +93,7 @@ pub fn run(engine: &Engine, input: &CheckInput) -> CheckReport {
         if let Some(e) = parse_error {
             report.errors.push(InputError { file: source.display.clone(), line: Some(e.line), message: e.message });
         }
+        let first_item = report.items.len();
         for (n, doc) in docs.iter().enumerate() {
             let mut objects = Vec::new();
             if let Err(e) = objects_of(&doc.value, &mut objects) {
@@ -124,6 +125,8 @@ pub fn run(engine: &Engine, input: &CheckInput) -> CheckReport {
                 }
             }
         }
+        // Within a file, findings read top to bottom; ties keep catalog order.
+        report.items[first_item..].sort_by_key(|i| (i.location.document, i.location.line));
     }
     report.errors.sort();
     report

@@ -52,6 +52,14 @@ pub fn secret(name: &str, data: &[(&str, &str)]) -> Value {
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "stringData": data})
 }
 
+/// `base` with the keys of `extra` added (or replaced).
+pub fn merge(mut base: Value, extra: Value) -> Value {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    base
+}
+
 /// An authoritative lookup (a synced cluster cache) holding `objects`.
 pub fn cluster(objects: &[Value]) -> Index {
     let mut index = Index::new(true);

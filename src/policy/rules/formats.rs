@@ -406,13 +406,6 @@ mod tests {
     use crate::policy::Operation;
     use crate::policy::fixtures::*;
 
-    fn merge(mut base: Value, extra: Value) -> Value {
-        if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
-            b.extend(e);
-        }
-        base
-    }
-
     fn aip(spec: Value) -> Value {
         let base = json!({"instanceRef": {"name": "main"}, "name": "p", "type": "openai", "baseURL": "https://a.b"});
         ai_provider("p", merge(base, spec))

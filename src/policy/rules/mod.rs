@@ -48,17 +48,12 @@ impl std::ops::Deref for Rule {
     }
 }
 
-/// Every kind the engine evaluates.
-pub const EVALUATED_KINDS: &[Kind] = &[
-    Kind::CoderControlPlane,
-    Kind::CoderProvisioner,
-    Kind::CoderWorkspaceProxy,
-    Kind::CoderInstance,
-    Kind::CoderOrganization,
-    Kind::CoderAIProvider,
-    Kind::CoderProvisionerKey,
-    Kind::Deployment,
-];
+/// Every kind the engine evaluates: all it knows but `Secret` (last in `Kind::ALL`), which
+/// only feeds lookups.
+pub const EVALUATED_KINDS: &[Kind] = match Kind::ALL.split_last() {
+    Some((Kind::Secret, evaluated)) => evaluated,
+    _ => panic!("Kind::ALL must end with Secret"),
+};
 
 /// The schema pseudo-rule (decode failures are reported by the engine before rules run).
 pub const SCHEMA: RuleInfo = RuleInfo {

@@ -367,14 +367,6 @@ mod tests {
     use crate::policy::Evaluation;
     use crate::policy::fixtures::*;
 
-    /// `base` with the keys of `extra` added (or replaced).
-    fn merge(mut base: Value, extra: Value) -> Value {
-        if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
-            b.extend(e);
-        }
-        base
-    }
-
     fn org(spec: Value) -> Value {
         organization("acme", merge(json!({"instanceRef": {"name": "main"}}), spec))
     }
