@@ -283,3 +283,75 @@ fn rules_lists_and_explains() {
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("coder-guard rules"));
 }
+
+const LITERAL_SECRETS: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: prov, namespace: s}
+spec:
+  template:
+    spec:
+      containers:
+      - name: coder
+        image: ghcr.io/coder/coder:v2.34.0
+        args: [provisioner, start, --psk, psk-SECRET-0]
+        env:
+        - {name: CODER_PROVISIONER_DAEMON_KEY, value: pk-SECRET-1}
+        - {name: CODER_PROVISIONER_DAEMON_PSK, value: psk-SECRET-2}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: coderd, namespace: s}
+spec:
+  template:
+    spec:
+      containers:
+      - name: coder
+        image: ghcr.io/coder/coder:v2.34.0
+        env:
+        - {name: CODER_AIBRIDGE_PROVIDER_0_KEY, value: sk-SECRET-3}
+        - {name: CODER_AI_GATEWAY_PROVIDER_1_TYPE, value: sk-SECRET-5}
+---
+apiVersion: coder.com/v1alpha1
+kind: CoderControlPlane
+metadata: {name: cp, namespace: s}
+spec:
+  extraEnv:
+  - {name: CODER_PG_CONNECTION_URL, value: "postgres://u:SECRET-4@db/coder"}
+  - {name: CODER_PG_CONNECTION_URL, value: "postgres://u:SECRET-4@db/coder"}
+"#;
+
+#[test]
+fn no_secret_value_reaches_any_report() {
+    // Every Secret value in the examples, as written in stringData.
+    let mut values = Vec::new();
+    for dir in ["examples/good", "examples/bad"] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            for doc in coder_guard::yaml::parse_documents(&text).0 {
+                if doc.value["kind"] == "Secret" {
+                    for v in doc.value["stringData"].as_object().unwrap().values() {
+                        values.push(v.as_str().unwrap().to_owned());
+                    }
+                }
+            }
+        }
+    }
+    assert!(values.len() >= 5, "the examples hold Secrets");
+    // Credentials written as literal env values and flags, in objects that have findings.
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "literal.yaml", LITERAL_SECRETS);
+    values.extend(["SECRET-0", "SECRET-1", "SECRET-2", "SECRET-3", "SECRET-4", "SECRET-5"].map(String::from));
+    let (_, report) = check_json(&["literal.yaml"], tmp.path());
+    let rules: Vec<String> = findings(&report).into_iter().map(|(_, r, _)| r).collect();
+    for rule in ["provisioner-key-conflicts", "ai-provider-env-consistency", "env-duplicates"] {
+        assert!(rules.iter().any(|r| r == rule), "{rule} should fire on literal.yaml: {rules:?}");
+    }
+    let literal = tmp.path().join("literal.yaml");
+    for format in ["text", "json", "junit", "sarif", "github"] {
+        let out = stdout(&run(&["check", "examples", literal.to_str().unwrap(), "--output", format]));
+        for v in &values {
+            assert!(!out.contains(v.as_str()), "{format} output contains a Secret value");
+        }
+    }
+}

@@ -55,12 +55,13 @@ impl ValueDigest {
     }
 }
 
-/// What is known about a Secret: its keys and value digests.
+/// What is known about a Secret: its keys and value digests (sorted by key; a vector, not a
+/// map, because a Secret has few keys and an index may hold tens of thousands of Secrets).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecretInfo {
-    pub keys: BTreeMap<String, ValueDigest>,
+    keys: Vec<(Box<str>, ValueDigest)>,
     /// Assumed to exist with any key (`check --assume-secret NS/NAME`).
-    pub any_key: bool,
+    any_key: bool,
 }
 
 /// The state of one key of a Secret.
@@ -75,14 +76,14 @@ impl SecretInfo {
     /// Builds from a Secret object's `data` (base64) and `stringData`, digesting the values.
     pub fn from_object(secret: &Value) -> Self {
         use base64::Engine as _;
-        let mut keys = BTreeMap::new();
+        let mut keys = BTreeMap::<&str, ValueDigest>::new();
         if let Some(Value::Object(data)) = secret.get("data") {
             for (k, v) in data {
                 let raw = v.as_str().unwrap_or_default();
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(raw.trim())
                     .unwrap_or_else(|_| raw.as_bytes().to_vec());
-                keys.insert(k.clone(), ValueDigest::of(&bytes));
+                keys.insert(k, ValueDigest::of(&bytes));
             }
         }
         if let Some(Value::Object(data)) = secret.get("stringData") {
@@ -92,15 +93,27 @@ impl SecretInfo {
                     Value::Null => String::new(),
                     other => other.to_string(),
                 };
-                keys.insert(k.clone(), ValueDigest::of(s.as_bytes()));
+                keys.insert(k, ValueDigest::of(s.as_bytes()));
             }
         }
-        Self { keys, any_key: false }
+        Self { keys: keys.into_iter().map(|(k, d)| (k.into(), d)).collect(), any_key: false }
+    }
+
+    /// The digest of `key`'s value, when the key exists.
+    pub fn digest(&self, key: &str) -> Option<&ValueDigest> {
+        self.keys.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &self.keys[i].1)
+    }
+
+    fn set(&mut self, key: &str, digest: ValueDigest) {
+        match self.keys.binary_search_by(|(k, _)| (**k).cmp(key)) {
+            Ok(i) => self.keys[i].1 = digest,
+            Err(i) => self.keys.insert(i, (key.into(), digest)),
+        }
     }
 
     /// The state of `key`.
     pub fn key(&self, key: &str) -> KeyState {
-        match self.keys.get(key) {
+        match self.digest(key) {
             Some(d) if d.empty => KeyState::Empty,
             Some(_) => KeyState::Present,
             None if self.any_key => KeyState::Present,
@@ -218,7 +231,8 @@ fn retained(object: &Value, fields: &[&str]) -> Value {
 #[derive(Debug, Default)]
 pub struct Index {
     secrets: HashMap<(String, String), Arc<SecretInfo>>,
-    objects: HashMap<ObjectKey, Arc<Value>>,
+    /// Retained fields of indexed objects, as compact JSON text (parsed on lookup).
+    objects: HashMap<ObjectKey, Box<str>>,
     claims: HashMap<Claim, Vec<ObjectKey>>,
     /// The claims each object makes, to forget them on removal.
     claimed_by: HashMap<ObjectKey, Vec<Claim>>,
@@ -258,7 +272,7 @@ impl Index {
             self.claimed_by.insert(key.clone(), claims);
         }
         if let Some((_, fields)) = INDEXED_FIELDS.iter().find(|(k, _)| *k == kind) {
-            self.objects.insert(key, Arc::new(retained(object, fields)));
+            self.objects.insert(key, retained(object, fields).to_string().into());
         }
     }
 
@@ -267,9 +281,7 @@ impl Index {
         let entry = self.secrets.entry((namespace.to_owned(), name.to_owned())).or_default();
         let info = Arc::make_mut(entry);
         match key {
-            Some(k) => {
-                info.keys.insert(k.to_owned(), ValueDigest::of(b"assumed"));
-            }
+            Some(k) => info.set(k, ValueDigest::of(b"assumed")),
             None => info.any_key = true,
         }
     }
@@ -306,8 +318,8 @@ impl Lookup for Index {
 
     fn object(&self, kind: Kind, namespace: &str, name: &str) -> Found<Arc<Value>> {
         let key = ObjectKey { kind, namespace: namespace.to_owned(), name: name.to_owned() };
-        match self.objects.get(&key) {
-            Some(o) => Found::Present(o.clone()),
+        match self.objects.get(&key).and_then(|text| serde_json::from_str(text).ok()) {
+            Some(o) => Found::Present(Arc::new(o)),
             None => self.miss(),
         }
     }
@@ -352,7 +364,11 @@ mod tests {
         assert_eq!(info.key("empty"), KeyState::Empty);
         assert_eq!(info.key("missing"), KeyState::Missing);
         // base64 `data` and plain `stringData` of the same value digest alike.
-        assert_eq!(info.keys["b64"], info.keys["plain"]);
+        assert_eq!(info.digest("b64"), info.digest("plain"));
+        assert_eq!(
+            info.digest("b64").map(ValueDigest::hex).as_deref(),
+            Some("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
+        );
         assert!(!format!("{info:?}").contains("hello"));
     }
 
