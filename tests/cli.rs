@@ -355,3 +355,26 @@ fn no_secret_value_reaches_any_report() {
         }
     }
 }
+
+#[test]
+fn helm_template_and_kustomize_output_as_they_come() {
+    let helm = repo().join("tests/fixtures/rendered/helm-template.yaml");
+    let (code, report) = check_json(&[helm.to_str().unwrap(), "-n", "coder"], &repo());
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["summary"]["documents"], 2);
+    let f = &report["findings"];
+    // The provider gap is found in the rendered Deployment, at its line, in the -n namespace;
+    // the DB Secret the chart expects is unverifiable.
+    let gap = f.as_array().unwrap().iter().find(|f| f["rule"] == "ai-provider-env-consistency").unwrap();
+    assert_eq!(gap["namespace"], "coder");
+    let text = std::fs::read_to_string(&helm).unwrap();
+    let line = text.lines().nth(gap["line"].as_u64().unwrap() as usize - 1).unwrap();
+    assert!(line.contains("CODER_AI_GATEWAY_PROVIDER_2_TYPE"), "{line}");
+    assert!(findings(&report).iter().any(|(_, r, s)| r == "secret-ref" && s == "warning"));
+
+    let kustomize = repo().join("tests/fixtures/rendered/kustomize-build.yaml");
+    let (code, report) = check_json(&[kustomize.to_str().unwrap()], &repo());
+    assert_eq!(code, 1, "{report:#}");
+    let rules: Vec<String> = findings(&report).into_iter().map(|(_, r, _)| r).collect();
+    assert_eq!(rules, ["provisioner-key-name"], "only the reserved name is wrong: {report:#}");
+}

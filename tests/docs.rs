@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn output(args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_coder-guard")).args(args).env("COLUMNS", "100").env_remove("CODER_GUARD_CONFIG").output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_coder-guard"))
+        .args(args)
+        .env("COLUMNS", "100")
+        .env_remove("CODER_GUARD_CONFIG")
+        .output()
+        .unwrap();
     assert!(o.status.success(), "coder-guard {args:?} failed");
     String::from_utf8(o.stdout).unwrap()
 }
