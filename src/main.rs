@@ -41,6 +41,27 @@ enum ManifestsCommand {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// The Validating- and MutatingWebhookConfiguration (as in webhook-config/).
+    Webhooks(WebhooksArgs),
+}
+
+#[derive(Args, Debug)]
+struct WebhooksArgs {
+    /// Namespace coder-guard runs in (excluded from the webhooks).
+    #[arg(long, default_value = "coder-guard")]
+    namespace: String,
+    /// Service in front of coder-guard's webhook port.
+    #[arg(long, default_value = "coder-guard")]
+    service: String,
+    /// Service port.
+    #[arg(long, default_value_t = 443)]
+    port: i32,
+    /// Call this URL prefix instead of a Service (e.g. https://127.0.0.1:9443).
+    #[arg(long, conflicts_with_all = ["service", "port"])]
+    url: Option<String>,
+    /// PEM file to set as caBundle (omit when cert-manager or --self-signed injects it).
+    #[arg(long, value_name = "FILE")]
+    ca_bundle_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -113,6 +134,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Manifests(ManifestsCommand::Crds { out }) => {
             crds(out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manifests(ManifestsCommand::Webhooks(args)) => {
+            print!("{}", webhooks(args)?);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -192,4 +217,20 @@ fn crds(out: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn webhooks(args: WebhooksArgs) -> anyhow::Result<String> {
+    use coder_guard::api::webhooks::{self, Endpoint, Options};
+    let WebhooksArgs { namespace, service, port, url, ca_bundle_file } = args;
+    let endpoint = match url {
+        Some(url) => Endpoint::Url(url),
+        None => Endpoint::Service { namespace: namespace.clone(), name: service, port },
+    };
+    let ca_bundle = match ca_bundle_file {
+        Some(path) => {
+            Some(std::fs::read(&path).with_context(|| format!("cannot read --ca-bundle-file {}", path.display()))?)
+        }
+        None => None,
+    };
+    Ok(webhooks::render(&Options { endpoint, namespace, ca_bundle })?)
 }

@@ -9,6 +9,7 @@ pub mod coder;
 pub mod common;
 pub mod crds;
 pub mod own;
+pub mod webhooks;
 pub mod workload;
 
 pub use common::{EnvFromSource, EnvVar, LocalObjectRef, SecretKeyRef};
