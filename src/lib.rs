@@ -5,7 +5,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod api;
+pub mod certs;
 pub mod check;
+pub mod cluster;
 pub mod policy;
+pub mod server;
 pub mod yaml;

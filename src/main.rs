@@ -1,7 +1,9 @@
 //! The `coder-guard` command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -9,6 +11,7 @@ use coder_guard::check::report::{self, Format};
 use coder_guard::check::{AssumedSecret, CheckInput};
 use coder_guard::policy::rules::{self, RuleInfo};
 use coder_guard::policy::{Engine, Mode, Options, RuleConfig, Severity};
+use coder_guard::server::{self, GoDuration};
 
 /// Keeps a Coder deployment on Kubernetes correct: admission webhook, reconcile loop and
 /// offline checks for CI.
@@ -31,6 +34,94 @@ enum Command {
     /// Print generated manifests.
     #[command(subcommand)]
     Manifests(ManifestsCommand),
+    /// Run the admission webhook (HTTPS) with probes and metrics on an admin port.
+    Serve(Box<ServeArgs>),
+    /// Serving certificates for the webhook.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCommand {
+    /// Write a CA and a serving certificate for the webhook Service as files.
+    Generate(coder_guard::certs::GenerateArgs),
+}
+
+/// `coder-guard serve`.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("tls").args(["tls_cert_file", "self_signed"])))]
+struct ServeArgs {
+    /// Webhook HTTPS address.
+    #[arg(long, value_name = "ADDR", env = "CODER_GUARD_LISTEN", default_value = "0.0.0.0:9443")]
+    listen: SocketAddr,
+    /// Plain-HTTP address of /healthz, /readyz and /metrics.
+    #[arg(long, value_name = "ADDR", env = "CODER_GUARD_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    admin_listen: SocketAddr,
+    /// Serving certificate (PEM, leaf first, then intermediates); reloaded when it changes.
+    #[arg(long, value_name = "FILE", env = "CODER_GUARD_TLS_CERT_FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// Serving key (PEM) for --tls-cert-file.
+    #[arg(long, value_name = "FILE", env = "CODER_GUARD_TLS_KEY_FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// Generate an in-memory CA and serving certificate, renewed ahead of expiry; the leader patches the CA into
+    /// the coder-guard webhook configurations' caBundle.
+    #[arg(long, env = "CODER_GUARD_SELF_SIGNED")]
+    self_signed: bool,
+    /// DNS name for the self-signed certificate; repeatable [default: coder-guard, coder-guard.NS,
+    /// coder-guard.NS.svc, coder-guard.NS.svc.cluster.local with NS from POD_NAMESPACE]
+    #[arg(
+        long = "self-signed-dns-name",
+        value_name = "NAME",
+        requires = "self_signed",
+        env = "CODER_GUARD_SELF_SIGNED_DNS_NAMES",
+        value_delimiter = ','
+    )]
+    self_signed_dns_names: Vec<String>,
+    /// Rule configuration (modes, namespace exemptions), e.g. a mounted ConfigMap; reloaded when it changes.
+    #[arg(long, value_name = "FILE", env = "CODER_GUARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Watch only this namespace (repeatable); default all namespaces.
+    #[arg(long = "namespace", value_name = "NS", env = "CODER_GUARD_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Admission requests decoded and evaluated at once; more wait up to 1s, then get 503.
+    #[arg(long, value_name = "N", env = "CODER_GUARD_MAX_CONCURRENCY", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    max_concurrency: u32,
+    /// After SIGTERM, report not ready but keep serving this long, so the Service stops sending requests.
+    #[arg(long, value_name = "DURATION", env = "CODER_GUARD_SHUTDOWN_DELAY", default_value = "5s")]
+    shutdown_delay: GoDuration,
+    /// Then wait at most this long for in-flight requests to finish.
+    #[arg(long, value_name = "DURATION", env = "CODER_GUARD_DRAIN_TIMEOUT", default_value = "20s")]
+    drain_timeout: GoDuration,
+    /// Time a client has to complete the TLS handshake.
+    #[arg(long, value_name = "DURATION", env = "CODER_GUARD_HANDSHAKE_TIMEOUT", default_value = "10s")]
+    handshake_timeout: GoDuration,
+    /// Time a client has to send request headers; also closes idle keep-alive connections.
+    #[arg(long, value_name = "DURATION", env = "CODER_GUARD_HEADER_TIMEOUT", default_value = "10s")]
+    header_timeout: GoDuration,
+    /// Log line format.
+    #[arg(long, value_enum, env = "CODER_GUARD_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormatArg,
+    /// Do not serve the webhook (no certificate needed): only the admin port.
+    #[arg(long, env = "CODER_GUARD_NO_WEBHOOK", conflicts_with_all = ["tls_cert_file", "self_signed", "dev"])]
+    no_webhook: bool,
+    /// Do not run the reconcile loop. The reconcile loop is not implemented in this version, so this flag
+    /// currently changes nothing.
+    #[arg(long, env = "CODER_GUARD_NO_RECONCILE")]
+    no_reconcile: bool,
+    /// Development: loopback only, a self-signed certificate, no cluster (lookups are "unknown"); prints the CA
+    /// file and a curl command.
+    #[arg(long, env = "CODER_GUARD_DEV", conflicts_with_all = ["tls_cert_file", "self_signed", "namespaces"])]
+    dev: bool,
+    /// With --dev: manifests (YAML, multi-document) whose Secrets and Coder objects lookups find; repeatable.
+    #[arg(long, value_name = "FILE", requires = "dev")]
+    dev_objects: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,7 +231,102 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", webhooks(args)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(args) => {
+            serve(*args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs(CertsCommand::Generate(args)) => {
+            coder_guard::certs::generate(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    use coder_guard::certs::{self, DEFAULT_LEAF_VALIDITY, DEFAULT_RENEW_BEFORE, Source};
+    use coder_guard::server::run::{ClusterMode, ServeConfig};
+    use coder_guard::server::{ConnectionLimits, Limits, LogFormat, Settings};
+
+    let ServeArgs {
+        listen,
+        admin_listen,
+        tls_cert_file,
+        tls_key_file,
+        self_signed,
+        self_signed_dns_names,
+        config,
+        namespaces,
+        max_concurrency,
+        shutdown_delay,
+        drain_timeout,
+        handshake_timeout,
+        header_timeout,
+        log_format,
+        no_webhook,
+        no_reconcile: _, // The reconcile loop does not exist yet; see the flag's help.
+        dev,
+        dev_objects,
+    } = args;
+    server::logging::init(match log_format {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    });
+
+    let loopback = |addr: SocketAddr| SocketAddr::from(([127, 0, 0, 1], addr.port()));
+    let (listen, admin_listen) = if dev { (loopback(listen), loopback(admin_listen)) } else { (listen, admin_listen) };
+    let self_signed_source = |dns_names: Vec<String>| Source::SelfSigned {
+        dns_names,
+        validity: DEFAULT_LEAF_VALIDITY,
+        renew_before: DEFAULT_RENEW_BEFORE,
+    };
+    let pod_namespace = std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty());
+    let certificates = match (tls_cert_file, tls_key_file) {
+        _ if no_webhook => None,
+        _ if dev => Some(self_signed_source(vec!["localhost".into(), "127.0.0.1".into()])),
+        (Some(cert), Some(key)) => Some(Source::Files { cert, key }),
+        _ if self_signed => Some(self_signed_source(if self_signed_dns_names.is_empty() {
+            certs::service_dns_names("coder-guard", pod_namespace.as_deref().unwrap_or("coder-guard"))
+        } else {
+            self_signed_dns_names
+        })),
+        _ => bail!(
+            "the webhook needs a serving certificate: pass --tls-cert-file and --tls-key-file, or --self-signed \
+             (or --dev to try it locally, --no-webhook to serve only the admin port)"
+        ),
+    };
+    let cluster = if dev {
+        ClusterMode::Offline { objects: dev_objects }
+    } else {
+        ClusterMode::Connect {
+            namespaces,
+            patch_ca_bundle: self_signed && !no_webhook,
+            lease_namespace: pod_namespace.unwrap_or_else(|| "coder-guard".into()),
+            identity: std::env::var("POD_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .unwrap_or_else(|_| format!("coder-guard-{}", std::process::id())),
+        }
+    };
+    let settings = Settings {
+        listen,
+        admin_listen,
+        limits: Limits { max_concurrency: max_concurrency as usize, ..Limits::default() },
+        connections: ConnectionLimits { handshake_timeout: handshake_timeout.0, header_timeout: header_timeout.0 },
+        rule_config: config,
+        ..Settings::default()
+    };
+    let config = ServeConfig {
+        settings,
+        certificates,
+        cluster,
+        shutdown_delay: shutdown_delay.0,
+        drain_timeout: drain_timeout.0,
+        dev,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the Tokio runtime")?;
+    runtime.block_on(server::run::serve(config))?;
+    // Connections still open after the drain timeout are dropped here, not awaited.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {

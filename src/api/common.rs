@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// A reference to an object in the same namespace, by name.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[schemars(transform = name_required)]
 pub struct LocalObjectRef {
     /// Name of the referenced object in the same namespace.
     #[serde(default)]
@@ -14,6 +15,7 @@ pub struct LocalObjectRef {
 
 /// A key inside a Secret in the same namespace.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[schemars(transform = name_required)]
 pub struct SecretKeyRef {
     /// Name of the Secret in the same namespace.
     #[serde(default)]
@@ -23,6 +25,22 @@ pub struct SecretKeyRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub key: Option<String>,
+}
+
+/// Schema of a reference: `name` is required and has no default. Decoding stays tolerant
+/// (`#[serde(default)]`) so that rules, not the decoder, report an empty name in objects the
+/// API server did not validate (offline input, the operator's CRDs whose `name` defaults to "").
+/// A `default: ""` beside `minLength: 1` would make the API server reject the CRD.
+fn name_required(schema: &mut schemars::Schema) {
+    if let Some(name) = schema.get_mut("properties").and_then(|p| p.get_mut("name")).and_then(|n| n.as_object_mut()) {
+        name.remove("default");
+    }
+    let required = schema.ensure_object().entry("required").or_insert_with(|| serde_json::json!([]));
+    if let Some(list) = required.as_array_mut()
+        && !list.iter().any(|v| v == "name")
+    {
+        list.push("name".into());
+    }
 }
 
 impl SecretKeyRef {

@@ -1,9 +1,10 @@
 //! `Lookup`: what rules may know about other objects, and `Index`, the in-memory
-//! implementation fed by both the `check` manifest set and the cluster cache.
+//! implementation fed by both the `check` manifest set and the cluster cache; `Overlay` layers
+//! freshly confirmed objects over another `Lookup`.
 //!
 //! Secrets are kept as key names plus a SHA-256 digest of each value; no value is stored.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -303,6 +304,29 @@ impl Index {
         }
     }
 
+    /// Moves every entry of `other` into this index, replacing entries with the same key. A
+    /// cache stages a relist in a separate index (Secrets reduced to digests on arrival) and
+    /// applies it in one step with this. `other`'s authority is ignored. An object `other`
+    /// keeps nothing of (no retained fields, no claims) replaces nothing: remove the keys being
+    /// replaced first when that matters.
+    pub fn absorb(&mut self, other: Index) {
+        let Index { secrets, objects, claimed_by, .. } = other;
+        self.secrets.extend(secrets);
+        let keys: BTreeSet<ObjectKey> = objects.keys().chain(claimed_by.keys()).cloned().collect();
+        for key in &keys {
+            self.remove(key);
+        }
+        self.objects.extend(objects);
+        for (key, claims) in claimed_by {
+            for claim in &claims {
+                let owners = self.claims.entry(claim.clone()).or_default();
+                owners.push(key.clone());
+                owners.sort();
+            }
+            self.claimed_by.insert(key, claims);
+        }
+    }
+
     fn miss<T>(&self) -> Found<T> {
         if self.authoritative { Found::Absent } else { Found::Unknown }
     }
@@ -326,6 +350,66 @@ impl Lookup for Index {
 
     fn claimants(&self, claim: &Claim) -> Vec<ObjectKey> {
         self.claims.get(claim).cloned().unwrap_or_default()
+    }
+}
+
+// === impl Overlay ===
+
+/// A `Lookup` that answers for freshly confirmed objects from `fresh` and for everything else
+/// from `base`. The webhook confirms a cache miss with a live read before it denies; this
+/// layers that read over the cache for a second evaluation.
+pub struct Overlay<'a> {
+    /// What exists now, for the keys in `confirmed` (typically authoritative).
+    fresh: &'a Index,
+    /// Keys `fresh` answers for, present or absent.
+    confirmed: BTreeSet<ObjectKey>,
+    /// Answers for every other key.
+    base: &'a dyn Lookup,
+}
+
+impl<'a> Overlay<'a> {
+    /// `fresh` answers for `confirmed`; `base` for the rest.
+    pub fn new(fresh: &'a Index, confirmed: impl IntoIterator<Item = ObjectKey>, base: &'a dyn Lookup) -> Self {
+        Self { fresh, confirmed: confirmed.into_iter().collect(), base }
+    }
+
+    fn confirms(&self, kind: Kind, namespace: &str, name: &str) -> bool {
+        self.confirmed.contains(&ObjectKey { kind, namespace: namespace.to_owned(), name: name.to_owned() })
+    }
+}
+
+impl std::fmt::Debug for Overlay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay").field("fresh", self.fresh).field("confirmed", &self.confirmed).finish_non_exhaustive()
+    }
+}
+
+impl Lookup for Overlay<'_> {
+    fn secret(&self, namespace: &str, name: &str) -> Found<Arc<SecretInfo>> {
+        if self.confirms(Kind::Secret, namespace, name) {
+            self.fresh.secret(namespace, name)
+        } else {
+            self.base.secret(namespace, name)
+        }
+    }
+
+    fn object(&self, kind: Kind, namespace: &str, name: &str) -> Found<Arc<Value>> {
+        if self.confirms(kind, namespace, name) {
+            self.fresh.object(kind, namespace, name)
+        } else {
+            self.base.object(kind, namespace, name)
+        }
+    }
+
+    /// The base's claimants minus confirmed keys, plus the confirmed objects that make the
+    /// claim now.
+    fn claimants(&self, claim: &Claim) -> Vec<ObjectKey> {
+        let mut owners: Vec<ObjectKey> =
+            self.base.claimants(claim).into_iter().filter(|k| !self.confirmed.contains(k)).collect();
+        owners.extend(self.fresh.claimants(claim).into_iter().filter(|k| self.confirmed.contains(k)));
+        owners.sort();
+        owners.dedup();
+        owners
     }
 }
 
@@ -387,5 +471,80 @@ mod tests {
         assert_eq!(index.claimants(&claim("b")).len(), 1);
         index.remove(&ObjectKey { kind: Kind::CoderOrganization, namespace: "ns".into(), name: "o".into() });
         assert!(index.claimants(&claim("b")).is_empty());
+    }
+
+    fn key(kind: Kind, name: &str) -> ObjectKey {
+        ObjectKey { kind, namespace: "ns".into(), name: name.into() }
+    }
+
+    fn instance(name: &str, url: &str) -> Value {
+        json!({"apiVersion": "coderd.coder.com/v1alpha1", "kind": "CoderInstance",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"url": url, "tokenSecretRef": {"name": "tok"}, "appearance": {}}})
+    }
+
+    fn secret(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "ns"},
+            "data": {"token": "c2VjcmV0"}})
+    }
+
+    #[test]
+    fn overlay_answers_confirmed_keys_from_the_fresh_index() {
+        let mut cache = Index::new(true);
+        cache.insert(&secret("stale"), "ns");
+        cache.insert(&instance("cached", "https://a.example.com"), "ns");
+        let mut fresh = Index::new(true);
+        fresh.insert(&secret("new"), "ns");
+
+        let confirmed = [key(Kind::Secret, "new"), key(Kind::Secret, "stale"), key(Kind::CoderInstance, "gone")];
+        let overlay = Overlay::new(&fresh, confirmed, &cache);
+        // Confirmed: the fresh index decides, present or absent.
+        assert!(matches!(overlay.secret("ns", "new"), Found::Present(_)));
+        assert_eq!(overlay.secret("ns", "stale"), Found::Absent);
+        assert_eq!(overlay.object(Kind::CoderInstance, "ns", "gone"), Found::Absent);
+        // Not confirmed: the base decides.
+        assert!(matches!(overlay.object(Kind::CoderInstance, "ns", "cached"), Found::Present(_)));
+        assert_eq!(overlay.secret("ns", "other"), Found::Absent);
+
+        // A non-authoritative fresh index (offline) leaves confirmed keys unknown.
+        let offline = Index::new(false);
+        let overlay = Overlay::new(&offline, [key(Kind::Secret, "stale")], &cache);
+        assert_eq!(overlay.secret("ns", "stale"), Found::Unknown);
+    }
+
+    #[test]
+    fn overlay_claimants_replace_confirmed_objects() {
+        let claim = Claim::DeploymentState { coderd: "https://a.example.com".into() };
+        let mut cache = Index::new(true);
+        cache.insert(&instance("one", "https://a.example.com"), "ns");
+        cache.insert(&instance("two", "https://a.example.com"), "ns");
+        assert_eq!(cache.claimants(&claim).len(), 2, "fixture: both instances claim the URL");
+        // `two` was deleted since the cache saw it; `three` was created.
+        let mut fresh = Index::new(true);
+        fresh.insert(&instance("three", "https://a.example.com"), "ns");
+        let confirmed = [key(Kind::CoderInstance, "two"), key(Kind::CoderInstance, "three")];
+        let overlay = Overlay::new(&fresh, confirmed, &cache);
+        assert_eq!(overlay.claimants(&claim), vec![key(Kind::CoderInstance, "one"), key(Kind::CoderInstance, "three")]);
+    }
+
+    #[test]
+    fn absorb_replaces_entries_and_claims() {
+        let claim = |url: &str| Claim::DeploymentState { coderd: url.into() };
+        let mut index = Index::new(true);
+        index.insert(&instance("i", "https://old.example.com"), "ns");
+        index.insert(&secret("kept"), "ns");
+        let mut staged = Index::new(false);
+        staged.insert(&instance("i", "https://new.example.com"), "ns");
+        staged.insert(&secret("added"), "ns");
+        index.absorb(staged);
+
+        assert!(index.claimants(&claim("https://old.example.com")).is_empty());
+        assert_eq!(index.claimants(&claim("https://new.example.com")), vec![key(Kind::CoderInstance, "i")]);
+        let Found::Present(i) = index.object(Kind::CoderInstance, "ns", "i") else { panic!("absorbed") };
+        assert_eq!(i["spec"]["url"], "https://new.example.com");
+        assert!(matches!(index.secret("ns", "kept"), Found::Present(_)));
+        assert!(matches!(index.secret("ns", "added"), Found::Present(_)));
+        // The receiving index keeps its authority.
+        assert_eq!(index.secret("ns", "missing"), Found::Absent);
     }
 }

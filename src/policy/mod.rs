@@ -10,6 +10,7 @@ pub mod env;
 pub mod finding;
 pub mod kind;
 pub mod lookup;
+pub mod mutate;
 pub mod names;
 pub mod path;
 pub mod rules;
@@ -91,6 +92,8 @@ pub struct Evaluation {
     /// Referenced objects that the lookup reported absent. A server with a cache confirms
     /// these with a live read before it denies.
     pub absent: Vec<ObjectKey>,
+    /// JSON patch operations of the mutating webhook (always empty for validation).
+    pub patch: Vec<json_patch::PatchOperation>,
 }
 
 impl Evaluation {
@@ -171,6 +174,13 @@ impl Engine {
         eval.absent.sort();
         eval.absent.dedup();
         eval
+    }
+
+    /// Computes the mutating webhook's answer for one request: the provisioner-key injection and
+    /// checksum patch of a Deployment, with the mutators' findings (see `mutate`). Validation
+    /// rules do not run. Never panics.
+    pub fn mutate(&self, req: &Request<'_>, lookup: &dyn Lookup) -> Evaluation {
+        mutate::mutate(&self.config, self.options, req, lookup)
     }
 }
 

@@ -72,9 +72,10 @@ pub static CATALOG: LazyLock<Vec<Rule>> = LazyLock::new(|| {
     [names::RULES, references::RULES, provisioner::RULES, ai_env::RULES, formats::RULES, rotation::RULES].concat()
 });
 
-/// Metadata of every rule, the schema pseudo-rule first.
+/// Metadata of every rule, the schema pseudo-rule first and the mutators (which are not in
+/// `CATALOG`: validation does not run them) last.
 pub fn infos() -> impl Iterator<Item = &'static RuleInfo> {
-    std::iter::once(&SCHEMA).chain(CATALOG.iter().map(|r| &r.info))
+    std::iter::once(&SCHEMA).chain(CATALOG.iter().map(|r| &r.info)).chain(super::mutate::MUTATORS.iter())
 }
 
 /// The metadata of rule `id`.
