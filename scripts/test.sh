@@ -38,4 +38,5 @@ else
 fi
 
 step "cargo test"
-cargo test --all-targets --locked --no-fail-fast
+# Plain `cargo test`: benches have `test = false`, which `--all-targets` would override.
+cargo test --locked --no-fail-fast
