@@ -60,7 +60,8 @@ impl ValueDigest {
 /// map, because a Secret has few keys and an index may hold tens of thousands of Secrets).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecretInfo {
-    keys: Vec<(Box<str>, ValueDigest)>,
+    /// Key names with their digests; `None` for a key assumed to exist (value unknown).
+    keys: Vec<(Box<str>, Option<ValueDigest>)>,
     /// Assumed to exist with any key (`check --assume-secret NS/NAME`).
     any_key: bool,
 }
@@ -97,15 +98,20 @@ impl SecretInfo {
                 keys.insert(k, ValueDigest::of(s.as_bytes()));
             }
         }
-        Self { keys: keys.into_iter().map(|(k, d)| (k.into(), d)).collect(), any_key: false }
+        Self { keys: keys.into_iter().map(|(k, d)| (k.into(), Some(d))).collect(), any_key: false }
     }
 
-    /// The digest of `key`'s value, when the key exists.
+    /// The digest of `key`'s value, when the key exists and its value is known (not for keys
+    /// only assumed to exist).
     pub fn digest(&self, key: &str) -> Option<&ValueDigest> {
+        self.entry(key).and_then(Option::as_ref)
+    }
+
+    fn entry(&self, key: &str) -> Option<&Option<ValueDigest>> {
         self.keys.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &self.keys[i].1)
     }
 
-    fn set(&mut self, key: &str, digest: ValueDigest) {
+    fn set(&mut self, key: &str, digest: Option<ValueDigest>) {
         match self.keys.binary_search_by(|(k, _)| (**k).cmp(key)) {
             Ok(i) => self.keys[i].1 = digest,
             Err(i) => self.keys.insert(i, (key.into(), digest)),
@@ -114,8 +120,8 @@ impl SecretInfo {
 
     /// The state of `key`.
     pub fn key(&self, key: &str) -> KeyState {
-        match self.digest(key) {
-            Some(d) if d.empty => KeyState::Empty,
+        match self.entry(key) {
+            Some(Some(d)) if d.empty => KeyState::Empty,
             Some(_) => KeyState::Present,
             None if self.any_key => KeyState::Present,
             None => KeyState::Missing,
@@ -282,7 +288,7 @@ impl Index {
         let entry = self.secrets.entry((namespace.to_owned(), name.to_owned())).or_default();
         let info = Arc::make_mut(entry);
         match key {
-            Some(k) => info.set(k, ValueDigest::of(b"assumed")),
+            Some(k) => info.set(k, None),
             None => info.any_key = true,
         }
     }
@@ -454,6 +460,19 @@ mod tests {
             Some("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
         );
         assert!(!format!("{info:?}").contains("hello"));
+    }
+
+    #[test]
+    fn assumed_keys_exist_without_a_digest() {
+        let mut index = Index::new(false);
+        index.assume_secret("ns", "tok", Some("token"));
+        index.assume_secret("ns", "any", None);
+        let Found::Present(tok) = index.secret("ns", "tok") else { panic!("assumed") };
+        assert_eq!(tok.key("token"), KeyState::Present);
+        assert_eq!(tok.key("other"), KeyState::Missing);
+        assert_eq!(tok.digest("token"), None, "no made-up digest for a mutator to stamp");
+        let Found::Present(any) = index.secret("ns", "any") else { panic!("assumed") };
+        assert_eq!(any.key("whatever"), KeyState::Present);
     }
 
     #[test]
