@@ -300,7 +300,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ClusterMode::Connect {
             namespaces,
             patch_ca_bundle: self_signed && !no_webhook,
-            lease_namespace: pod_namespace.unwrap_or_else(|| "coder-guard".into()),
+            lease_namespace: pod_namespace,
             identity: std::env::var("POD_NAME")
                 .or_else(|_| std::env::var("HOSTNAME"))
                 .unwrap_or_else(|_| format!("coder-guard-{}", std::process::id())),
@@ -323,10 +323,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         dev,
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the Tokio runtime")?;
-    runtime.block_on(server::run::serve(config))?;
+    let served = runtime.block_on(server::run::serve(config));
     // Connections still open after the drain timeout are dropped here, not awaited.
     runtime.shutdown_timeout(Duration::from_secs(1));
-    Ok(())
+    Ok(served?)
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {

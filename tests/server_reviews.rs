@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use coder_guard::cluster::ConfirmError;
 use coder_guard::policy::{Index, Kind, Lookup, ObjectKey};
-use coder_guard::server::Objects;
+use coder_guard::server::{Execution, Limits, Objects};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use server_support::{Options, TestServer, allow_review, deny_review, mutate_review, warn_review};
@@ -89,15 +89,16 @@ async fn mutate_sends_a_base64_json_patch_and_validate_never_does() {
     server.shutdown().await;
 }
 
-/// Lookups that take `delay`: evaluation outlives any short budget.
+/// Lookups (or live reads) that take a while: they outlive any short budget.
 struct Slow {
     index: Index,
-    delay: Duration,
+    lookup_delay: Duration,
+    confirm_delay: Duration,
 }
 
 impl Objects for Slow {
     fn with_lookup(&self, f: &mut dyn FnMut(&dyn Lookup)) {
-        std::thread::sleep(self.delay);
+        std::thread::sleep(self.lookup_delay);
         f(&self.index);
     }
 
@@ -110,14 +111,21 @@ impl Objects for Slow {
     }
 
     fn confirm(&self, _keys: Vec<ObjectKey>, _timeout: Duration) -> BoxFuture<'_, Result<Index, ConfirmError>> {
-        Box::pin(async { Ok(Index::new(true)) })
+        let delay = self.confirm_delay;
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(Index::new(true))
+        })
     }
 }
 
 #[tokio::test]
-async fn the_timeout_query_is_honoured() {
-    let slow = Slow { index: server_support::objects(), delay: Duration::from_secs(3) };
-    let server = TestServer::start(Options { objects: Arc::new(slow), ..Options::default() }).await;
+async fn the_timeout_query_bounds_a_slow_evaluation() {
+    let slow =
+        Slow { index: server_support::objects(), lookup_delay: Duration::from_secs(2), confirm_delay: Duration::ZERO };
+    // Evaluation on the blocking pool, so the deadline can answer while it still runs.
+    let limits = Limits { execution: Execution::Blocking, ..Limits::default() };
+    let server = TestServer::start(Options { objects: Arc::new(slow), limits, ..Options::default() }).await;
     let client = server.client();
 
     // Validate: answered by 80% of 1s with a deny that says why.
@@ -143,5 +151,25 @@ async fn the_timeout_query_is_honoured() {
     assert_eq!(response["allowed"], true);
     assert!(response.get("patch").is_none(), "{response}");
     assert!(response["warnings"][0].as_str().unwrap().contains("ran out of time"), "{response}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_timeout_query_bounds_a_slow_confirmation() {
+    // An authoritative cache without the referenced Secret, and live reads slower than the budget.
+    let slow = Slow { index: Index::new(true), lookup_delay: Duration::ZERO, confirm_delay: Duration::from_secs(5) };
+    let server = TestServer::start(Options { objects: Arc::new(slow), ..Options::default() }).await;
+    let client = server.client();
+    let started = Instant::now();
+    let (status, answer) =
+        server.post(&client, "/validate?timeout=2s", serde_json::to_vec(&allow_review("late-3")).unwrap()).await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{answer}");
+    assert!(took >= Duration::from_millis(1500) && took < Duration::from_millis(2000), "answered after {took:?}");
+    let response = &answer["response"];
+    assert_eq!(response["allowed"], false, "fail closed: {response}");
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(message.contains("[secret-ref]") && message.contains("[webhook-lookup]"), "{message}");
+    assert!(message.contains("did not finish within"), "{message}");
     server.shutdown().await;
 }

@@ -43,9 +43,9 @@ fn start() -> Served {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut webhook, mut admin, mut ca) = (None, None, None);
-    for line in stdout.lines().take(20) {
+    for line in stdout.by_ref().take(20) {
         let line = line.unwrap();
         let word = |n: usize| line.split_whitespace().nth(n).unwrap_or_default().to_owned();
         if line.starts_with("webhook:") {
@@ -58,6 +58,8 @@ fn start() -> Served {
             break;
         }
     }
+    // Keep reading, so the server never writes into a closed pipe.
+    std::thread::spawn(move || stdout.for_each(drop));
     let ca_pem = std::fs::read(ca.expect("the banner names the CA file")).unwrap();
     Served { child, webhook: webhook.expect("webhook address"), admin: admin.expect("admin address"), ca_pem }
 }
@@ -138,9 +140,12 @@ async fn sigterm_under_load_drops_nothing_and_exits_zero() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(webhook).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(webhook).await.unwrap_or_else(|e| panic!("connect {webhook}: {e}"));
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let mut slow = connector.connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.unwrap();
+    let mut slow = connector
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap_or_else(|e| panic!("TLS to {webhook}: {e}"));
     let head = format!(
         "POST /validate?timeout=10s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()

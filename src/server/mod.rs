@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod budget;
 pub mod handler;
+mod http;
 pub mod logging;
 pub mod metrics;
 pub mod objects;
@@ -56,9 +57,9 @@ pub fn router(app: App) -> Router {
         .route("/validate", post(handler::validate))
         .route("/mutate", post(handler::mutate))
         .fallback(|| async {
-            handler::status_response(StatusCode::NOT_FOUND, "coder-guard serves POST /validate and POST /mutate")
+            http::status_response(StatusCode::NOT_FOUND, "coder-guard serves POST /validate and POST /mutate")
         })
-        .layer(CatchPanicLayer::custom(handler::panic_response(metrics)))
+        .layer(CatchPanicLayer::custom(http::panic_response(metrics)))
         .with_state(app)
 }
 

@@ -9,6 +9,7 @@
 //! 5. On a signal: not ready, serve on for `--shutdown-delay`, stop accepting, drain for up to
 //!    `--drain-timeout`, exit 0.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,8 +44,9 @@ pub enum ClusterMode {
         namespaces: Vec<String>,
         /// Patch `caBundle` from the self-signed CA as leader (`--self-signed`).
         patch_ca_bundle: bool,
-        /// Namespace of the leader-election Lease (`POD_NAMESPACE`).
-        lease_namespace: String,
+        /// Namespace of the leader-election Lease (`POD_NAMESPACE`); default the client's
+        /// namespace (in a Pod, its service account's).
+        lease_namespace: Option<String>,
         /// This replica's identity (`POD_NAME`).
         identity: String,
     },
@@ -121,7 +123,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), RunError> {
             check_crds(&client).await?;
             let namespaces = (!namespaces.is_empty()).then(|| namespaces.clone());
             let cache = Arc::new(Cache::start(client.clone(), namespaces));
-            (Some(client), cache as Arc<dyn Objects>, Some((lease_namespace.clone(), identity.clone())))
+            let lease_namespace = lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+            (Some(client), cache as Arc<dyn Objects>, Some((lease_namespace, identity.clone())))
         }
     };
 
@@ -246,15 +249,19 @@ fn dev_banner(
     };
     write(&path, &cert.ca_bundle().unwrap_or_default())?;
     let webhook = webhook.map_or_else(|| "(disabled)".to_owned(), |a| format!("https://{a}"));
-    println!("coder-guard dev mode: no cluster; lookups answer from --dev-objects, anything else is \"unknown\"");
-    println!("webhook:  {webhook}/validate and {webhook}/mutate");
-    println!("admin:    http://{admin}/healthz, /readyz, /metrics");
-    println!("CA file:  {}", path.display());
-    println!("try:");
-    println!(
-        "  curl --cacert {} -H 'Content-Type: application/json' --data @examples/admission/deny-provisioner.json {webhook}/validate",
-        path.display()
+    let ca = path.display();
+    let banner = format!(
+        "coder-guard dev mode: no cluster; lookups answer from --dev-objects, anything else is \"unknown\"\n\
+         webhook:  {webhook}/validate and {webhook}/mutate\n\
+         admin:    http://{admin}/healthz, /readyz, /metrics\n\
+         CA file:  {ca}\n\
+         try:\n  \
+         curl --cacert {ca} -H 'Content-Type: application/json' --data @examples/admission/deny-provisioner.json \
+         {webhook}/validate\n"
     );
+    // Not `print!`: a closed stdout must not take the server down.
+    let mut stdout = std::io::stdout();
+    let _ = stdout.write_all(banner.as_bytes()).and_then(|()| stdout.flush());
     let cert = cert.clone();
     let again = path.clone();
     tokio::spawn(async move {
