@@ -5,67 +5,75 @@ use serde_json::Value;
 
 use super::kind::Kind;
 use super::lookup::{Claim, Coderd};
-use crate::api::coder::{CoderControlPlane, CoderProvisioner};
-use crate::api::own::{CoderAIProvider, CoderInstance, CoderOrganization, CoderProvisionerKey};
+use super::subject::Object;
+use crate::api::own::CoderInstance;
 
 /// The claims `object` (of `kind`, in `namespace`) makes. Objects that do not decode claim
 /// nothing; the engine reports their shape separately.
 pub fn claims_of(kind: Kind, object: &Value, namespace: &str) -> Vec<Claim> {
+    if !CLAIMING_KINDS.contains(&kind) {
+        return Vec::new();
+    }
+    Object::decode(kind, object).map(|o| claims_of_object(&o, namespace)).unwrap_or_default()
+}
+
+/// Kinds whose objects claim coderd objects or Secrets.
+const CLAIMING_KINDS: [Kind; 6] = [
+    Kind::CoderOrganization,
+    Kind::CoderAIProvider,
+    Kind::CoderProvisionerKey,
+    Kind::CoderProvisioner,
+    Kind::CoderControlPlane,
+    Kind::CoderInstance,
+];
+
+/// The claims of an already decoded object.
+pub fn claims_of_object(object: &Object, namespace: &str) -> Vec<Claim> {
     let ns = namespace.to_owned();
-    match kind {
-        Kind::CoderOrganization => decode::<CoderOrganization>(object)
-            .map(|o| {
-                let name = o.spec.name.clone().unwrap_or_else(|| o.metadata.name.clone().unwrap_or_default());
-                vec![Claim::Organization {
-                    namespace: ns,
-                    instance: o.spec.instance_ref.name,
-                    name: name.to_ascii_lowercase(),
-                }]
-            })
-            .unwrap_or_default(),
-        Kind::CoderAIProvider => decode::<CoderAIProvider>(object)
-            .map(|p| vec![Claim::AiProvider { namespace: ns, instance: p.spec.instance_ref.name, name: p.spec.name }])
-            .unwrap_or_default(),
-        Kind::CoderProvisionerKey => decode::<CoderProvisionerKey>(object)
-            .map(|k| {
-                vec![
-                    Claim::ProvisionerKey {
-                        namespace: ns.clone(),
-                        coderd: Coderd::Instance(k.spec.instance_ref.name.clone()),
-                        organization: k.spec.organization.to_ascii_lowercase(),
-                        name: k.key_name().to_ascii_lowercase(),
-                    },
-                    Claim::WrittenSecret { namespace: ns, name: k.secret_name() },
-                ]
-            })
-            .unwrap_or_default(),
-        Kind::CoderProvisioner => decode::<CoderProvisioner>(object)
-            .map(|p| {
-                vec![
-                    Claim::ProvisionerKey {
-                        namespace: ns.clone(),
-                        coderd: Coderd::ControlPlane(p.spec.control_plane_ref.name.clone()),
-                        organization: p.organization().to_ascii_lowercase(),
-                        name: p.key_name().to_ascii_lowercase(),
-                    },
-                    Claim::WrittenSecret { namespace: ns, name: p.key_secret_name() },
-                ]
-            })
-            .unwrap_or_default(),
-        Kind::CoderControlPlane => decode::<CoderControlPlane>(object)
-            .map(|cp| {
-                let mut claims = Vec::new();
-                if !cp.spec.operator_access.disabled {
-                    claims.push(Claim::WrittenSecret { namespace: ns.clone(), name: cp.operator_token_secret_name() });
-                }
-                if cp.spec.license_secret_ref.is_some() {
-                    claims.push(Claim::License { namespace: ns, control_plane: cp.metadata.name });
-                }
-                claims
-            })
-            .unwrap_or_default(),
-        Kind::CoderInstance => decode::<CoderInstance>(object).map(|i| instance_claims(&i, &ns)).unwrap_or_default(),
-        Kind::CoderWorkspaceProxy | Kind::Deployment | Kind::Secret => Vec::new(),
+    match object {
+        Object::Organization(o) => {
+            let name = o.spec.name.clone().unwrap_or_else(|| o.metadata.name.clone().unwrap_or_default());
+            vec![Claim::Organization {
+                namespace: ns,
+                instance: o.spec.instance_ref.name.clone(),
+                name: name.to_ascii_lowercase(),
+            }]
+        }
+        Object::AiProvider(p) => vec![Claim::AiProvider {
+            namespace: ns,
+            instance: p.spec.instance_ref.name.clone(),
+            name: p.spec.name.clone(),
+        }],
+        Object::ProvisionerKey(k) => vec![
+            Claim::ProvisionerKey {
+                namespace: ns.clone(),
+                coderd: Coderd::Instance(k.spec.instance_ref.name.clone()),
+                organization: k.spec.organization.to_ascii_lowercase(),
+                name: k.key_name().to_ascii_lowercase(),
+            },
+            Claim::WrittenSecret { namespace: ns, name: k.secret_name() },
+        ],
+        Object::Provisioner(p) => vec![
+            Claim::ProvisionerKey {
+                namespace: ns.clone(),
+                coderd: Coderd::ControlPlane(p.spec.control_plane_ref.name.clone()),
+                organization: p.organization().to_ascii_lowercase(),
+                name: p.key_name().to_ascii_lowercase(),
+            },
+            Claim::WrittenSecret { namespace: ns, name: p.key_secret_name() },
+        ],
+        Object::ControlPlane(cp) => {
+            let mut claims = Vec::new();
+            if !cp.spec.operator_access.disabled {
+                claims.push(Claim::WrittenSecret { namespace: ns.clone(), name: cp.operator_token_secret_name() });
+            }
+            if cp.spec.license_secret_ref.is_some() {
+                claims.push(Claim::License { namespace: ns, control_plane: cp.metadata.name.clone() });
+            }
+            claims
+        }
+        Object::Instance(i) => instance_claims(i, &ns),
+        Object::WorkspaceProxy(_) | Object::Deployment(_) => Vec::new(),
     }
 }
 
@@ -109,9 +117,6 @@ pub fn normalize_url(url: &str) -> String {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(object: &Value) -> Option<T> {
-    T::deserialize(object).ok()
-}
 
 #[cfg(test)]
 mod tests {

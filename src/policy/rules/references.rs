@@ -308,8 +308,7 @@ fn others(s: &Subject<'_>, claim: &Claim) -> Vec<ObjectKey> {
 }
 
 fn unique_claims(s: &Subject<'_>, r: &mut Report) {
-    let kind = self_key(s).kind;
-    let claims = crate::policy::claims::claims_of(kind, s.req.object, s.namespace());
+    let claims = crate::policy::claims::claims_of_object(s.object, s.namespace());
     for claim in &claims {
         let (path, what) = match claim {
             Claim::Organization { name, .. } => (name_path(s), format!("organization {name:?}")),
