@@ -117,7 +117,6 @@ pub fn normalize_url(url: &str) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
