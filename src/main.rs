@@ -381,7 +381,10 @@ fn rules_text(id: Option<&str>) -> anyhow::Result<String> {
     let Some(r) = rules::info(id) else {
         bail!("unknown rule {id:?}; run `coder-guard rules` for the list");
     };
+    let mutator = coder_guard::policy::mutate::MUTATORS.iter().any(|m| m.id == r.id);
     let mode = match r.default_mode {
+        Mode::Enforce if mutator => "enforce (the mutation is applied; problems it finds deny)",
+        Mode::Warn if mutator => "warn (the mutation is applied; problems it finds are warnings)",
         Mode::Enforce => "enforce (denies)",
         Mode::Warn => "warn (allows with a warning)",
         Mode::Off => "off",

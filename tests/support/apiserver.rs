@@ -50,50 +50,6 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 const APISERVER_GRACE_SECS: u32 = 20;
 const ETCD_GRACE_SECS: u32 = 10;
 
-/// Runs `"$@"` (after four arguments of its own) in the background and stops it once this
-/// script's stdin reaches EOF, i.e. once the test process that holds the pipe's other end is
-/// gone. If the server dies first, exits with its status so the harness sees it.
-///
-/// `$1` pidfile to write, `$2` pidfile of a process that must stop first ('' for none),
-/// `$3` grace seconds before SIGKILL, `$4` directory to remove afterwards ('' for none).
-const WATCHDOG: &str = r#"
-set -u
-say() { echo "$(date +%H:%M:%S.%3N) watchdog $$: $*"; }
-pidfile=$1 after=$2 grace=$3 remove=$4
-shift 4
-"$@" </dev/null &
-srv=$!
-echo "$srv" >"$pidfile"
-say "started pid $srv: $*"
-while :; do
-  read -r -t 1 _
-  rc=$?
-  if [ "$rc" -gt 128 ]; then
-    kill -0 "$srv" 2>/dev/null && continue
-    wait "$srv"; rc=$?
-    say "pid $srv exited on its own with status $rc"
-    exit "$rc"
-  fi
-  [ "$rc" -eq 0 ] || break
-done
-say "test process gone; stopping pid $srv"
-if [ -n "$after" ] && [ -s "$after" ]; then
-  other=$(cat "$after")
-  say "waiting for pid $other to stop first"
-  for _ in $(seq 600); do kill -0 "$other" 2>/dev/null || break; sleep 0.05; done
-fi
-say "SIGTERM to pid $srv"
-kill -TERM "$srv" 2>/dev/null
-for _ in $(seq $((grace * 20))); do kill -0 "$srv" 2>/dev/null || break; sleep 0.05; done
-if kill -0 "$srv" 2>/dev/null; then
-  say "pid $srv ignored SIGTERM for ${grace}s; SIGKILL"
-  kill -KILL "$srv" 2>/dev/null
-fi
-wait "$srv" 2>/dev/null
-say "pid $srv stopped"
-[ -z "$remove" ] || rm -rf -- "$remove"
-"#;
-
 /// etcd plus kube-apiserver on 127.0.0.1, with an admin kubeconfig and the CRDs installed.
 pub struct ApiServer {
     assets: PathBuf,
@@ -389,7 +345,7 @@ impl ApiServer {
         let log2 = log.try_clone().map_err(|e| format!("cannot duplicate a file handle: {e}"))?;
         let child = Command::new("bash")
             .arg("-c")
-            .arg(WATCHDOG)
+            .arg(super::watchdog::SCRIPT)
             .arg(format!("coder-guard-e2e-watchdog-{name}"))
             .arg(self.dir.join(format!("{name}.pid")))
             .arg(after.unwrap_or(Path::new("")))

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod watchdog;
 pub mod webhook;
 
 use std::io::{Read, Write};

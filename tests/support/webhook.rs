@@ -62,47 +62,6 @@ const GRACE_SECS: u32 = 10;
 /// Upper bound for a `coder-guard manifests …` run.
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs `"$@"` (after three arguments of its own) in the background and stops it once a line
-/// `stop` or EOF arrives on stdin. If the server dies first, exits with its status.
-///
-/// `$1` pidfile to write, `$2` grace seconds before SIGKILL, `$3` directory to remove after
-/// stopping on EOF ('' for none).
-const WATCHDOG: &str = r#"
-set -u
-say() { echo "$(date +%H:%M:%S.%3N) coder-guard watchdog $$: $*"; }
-pidfile=$1 grace=$2 remove=$3
-shift 3
-"$@" </dev/null &
-srv=$!
-echo "$srv" >"$pidfile"
-say "started pid $srv: $*"
-why=eof
-while :; do
-  line=
-  read -r -t 1 line
-  rc=$?
-  if [ "$rc" -gt 128 ]; then
-    kill -0 "$srv" 2>/dev/null && continue
-    wait "$srv"; rc=$?
-    say "pid $srv exited on its own with status $rc"
-    exit "$rc"
-  fi
-  [ "$rc" -eq 0 ] || break
-  if [ "$line" = stop ]; then why=stop; break; fi
-done
-say "$why: SIGTERM to pid $srv"
-kill -TERM "$srv" 2>/dev/null
-for _ in $(seq $((grace * 20))); do kill -0 "$srv" 2>/dev/null || break; sleep 0.05; done
-if kill -0 "$srv" 2>/dev/null; then
-  say "pid $srv ignored SIGTERM for ${grace}s; SIGKILL"
-  kill -KILL "$srv" 2>/dev/null
-fi
-wait "$srv"
-say "pid $srv stopped with status $?"
-[ "$why" = eof ] && [ -n "$remove" ] && rm -rf -- "$remove"
-exit 0
-"#;
-
 /// `coder-guard serve` for the test binary's API server.
 pub struct CoderGuard {
     api: &'static ApiServer,
@@ -279,9 +238,10 @@ impl CoderGuard {
         let d = &self.dir;
         let child = Command::new("bash")
             .arg("-c")
-            .arg(WATCHDOG)
+            .arg(super::watchdog::SCRIPT)
             .arg("coder-guard-e2e-watchdog")
             .arg(d.join("coder-guard.pid"))
+            .arg("")
             .arg(GRACE_SECS.to_string())
             .arg(d)
             .arg(env!("CARGO_BIN_EXE_coder-guard"))
