@@ -117,3 +117,29 @@ fn a_wrong_type_is_a_schema_finding_with_its_path() {
     assert_eq!(eval.findings[0].path.to_string(), "spec.replicas");
     assert!(!eval.allowed());
 }
+
+#[test]
+fn schema_findings_never_quote_the_value() {
+    let cases = [
+        json!({"apiVersion": "coder.com/v1alpha1", "kind": "CoderProvisioner", "metadata": {"name": "p"},
+            "spec": {"controlPlaneRef": {"name": "cp"}, "extraEnv": [{"name": "CODER_PROVISIONER_DAEMON_PSK", "value": 918273645}]}}),
+        json!({"apiVersion": "coderd.coder.com/v1alpha1", "kind": "CoderAIProvider", "metadata": {"name": "p"},
+            "spec": {"instanceRef": {"name": "i"}, "name": "p", "type": "sk-918273645", "baseURL": "https://a.example.com"}}),
+        json!({"apiVersion": "coderd.coder.com/v1alpha1", "kind": "CoderInstance", "metadata": {"name": "i"},
+            "spec": {"url": "https://c.example.com", "tokenSecretRef": "918273645"}}),
+    ];
+    for object in cases {
+        let req = Request {
+            operation: Operation::Create,
+            object: &object,
+            old_object: None,
+            namespace: "coder",
+            dry_run: false,
+        };
+        let eval = Engine::default().evaluate(&req, &Index::new(false));
+        let schema: Vec<_> = eval.findings.iter().filter(|f| f.rule == "schema").collect();
+        assert_eq!(schema.len(), 1, "{:?}", eval.findings);
+        assert!(!schema[0].message.contains("918273645"), "{}", schema[0].message);
+        assert!(schema[0].message.contains("expected"), "says what is expected: {}", schema[0].message);
+    }
+}

@@ -281,7 +281,7 @@ pub fn decode(body: &[u8]) -> Result<Review, DecodeError> {
     let wire: WireRequest = serde_path_to_error::deserialize(Value::Object(request)).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { "request".to_owned() } else { format!("request.{path}") };
-        DecodeError::Field { path, message: e.into_inner().to_string() }
+        DecodeError::Field { path, message: crate::policy::subject::redact(e.inner()) }
     })?;
     if wire.uid.is_empty() {
         return Err(DecodeError::MissingField { field: "uid" });

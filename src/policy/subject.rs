@@ -68,8 +68,26 @@ pub fn decode<T: DeserializeOwned>(value: &Value) -> Result<T, DecodeError> {
             serde_path_to_error::Segment::Enum { variant } => p.key(variant),
             serde_path_to_error::Segment::Unknown => p,
         });
-        DecodeError { path, message: format!("{}; fix the field to match the kind's schema", e.inner()) }
+        DecodeError { path, message: format!("{}; fix the field to match the kind's schema", redact(e.inner())) }
     })
+}
+
+/// serde's message without the value it quotes (`invalid type: string "…", expected u32`
+/// becomes `the value has the wrong type, expected u32`): the value may be a credential.
+pub fn redact(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let expected = message.split_once(", expected ").map(|(_, exp)| format!("expected {exp}"));
+    if message.starts_with("invalid type") {
+        format!("the value has the wrong type, {}", expected.unwrap_or_default())
+    } else if message.starts_with("invalid value") || message.starts_with("invalid length") {
+        format!("the value is not accepted, {}", expected.unwrap_or_default())
+    } else if message.starts_with("unknown variant") {
+        format!("the value is not one of the allowed values, {}", expected.unwrap_or_default())
+    } else if message.starts_with("missing field") || message.starts_with("duplicate field") {
+        message
+    } else {
+        "the value does not fit the field".to_owned()
+    }
 }
 
 /// The input of one rule run.
