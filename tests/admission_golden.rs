@@ -5,6 +5,10 @@
 //! response and, for a mutation, the patch decoded from base64.
 //!
 //! `UPDATE_GOLDEN=1 cargo test --test admission_golden` rewrites the files; review the diff.
+//! `the_real_https_server_answers_every_case_like_the_golden` replays each case through the
+//! server over TLS, with a client that trusts only the test CA.
+
+mod server_support;
 
 use std::path::PathBuf;
 
@@ -449,4 +453,38 @@ fn goldens_hold_no_secret_values() {
             assert!(!text.contains(value), "{}: Secret value {value:?} in the golden", case.name);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_https_server_answers_every_case_like_the_golden() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut replayed = 0;
+    for case in cases().into_iter().filter(|c| c.run == c.answer) {
+        let rule_config = (!case.config.is_empty()).then(|| {
+            let path = dir.path().join(format!("{}.yaml", case.name));
+            std::fs::write(&path, case.config).unwrap();
+            path
+        });
+        let mut cluster = base_cluster();
+        cluster.extend(case.cluster.iter().cloned());
+        let options = server_support::Options {
+            objects: std::sync::Arc::new(lookup(&cluster)),
+            rule_config,
+            ..server_support::Options::default()
+        };
+        let server = server_support::TestServer::start(options).await;
+        let client = server.client();
+        let path = match case.answer {
+            Hook::Validate => "/validate",
+            Hook::Mutate => "/mutate",
+        };
+        let got = server.review(&client, path, &case.review).await;
+        let golden: Value =
+            serde_json::from_str(&std::fs::read_to_string(golden_dir().join(format!("{}.json", case.name))).unwrap())
+                .unwrap();
+        assert_eq!(got, golden["response"]["response"], "{}: the HTTPS answer differs from the golden", case.name);
+        server.shutdown().await;
+        replayed += 1;
+    }
+    assert!(replayed >= 14, "replayed only {replayed} cases");
 }
