@@ -4,7 +4,7 @@
 mod support;
 
 use coder_guard::policy::subject::Object;
-use coder_guard::policy::{Engine, Index, Kind, Operation, Request};
+use coder_guard::policy::{Engine, Evaluation, Index, Kind, Operation, Request};
 use serde_json::{Map, Value, json};
 
 fn crd_schemas() -> Vec<(Kind, Value)> {
@@ -56,6 +56,12 @@ fn every_field(schema: &Value) -> Value {
     }
 }
 
+/// A CREATE in namespace `coder` against an empty offline lookup.
+fn create_offline(object: &Value) -> Evaluation {
+    let req = Request { operation: Operation::Create, object, old_object: None, namespace: "coder", dry_run: false };
+    Engine::default().evaluate(&req, &Index::new(false))
+}
+
 fn leaf_count(v: &Value) -> usize {
     match v {
         Value::Object(m) => m.values().map(leaf_count).sum(),
@@ -77,14 +83,7 @@ fn objects_with_every_schema_field_decode() {
         if let Err(e) = Object::decode(kind, &object) {
             panic!("{kind} with every field does not decode at {}: {}", e.path, e.message);
         }
-        let req = Request {
-            operation: Operation::Create,
-            object: &object,
-            old_object: None,
-            namespace: "coder",
-            dry_run: false,
-        };
-        let eval = Engine::default().evaluate(&req, &Index::new(false));
+        let eval = create_offline(&object);
         assert!(eval.findings.iter().all(|f| f.rule != "schema"), "{kind}: {:?}", eval.findings);
     }
 }
@@ -109,9 +108,7 @@ fn operator_samples_decode() {
 fn a_wrong_type_is_a_schema_finding_with_its_path() {
     let object = json!({"apiVersion": "coder.com/v1alpha1", "kind": "CoderProvisioner",
         "metadata": {"name": "p"}, "spec": {"controlPlaneRef": {"name": "cp"}, "replicas": "two"}});
-    let req =
-        Request { operation: Operation::Create, object: &object, old_object: None, namespace: "coder", dry_run: false };
-    let eval = Engine::default().evaluate(&req, &Index::new(false));
+    let eval = create_offline(&object);
     assert_eq!(eval.findings.len(), 1);
     assert_eq!(eval.findings[0].rule, "schema");
     assert_eq!(eval.findings[0].path.to_string(), "spec.replicas");
@@ -129,14 +126,7 @@ fn schema_findings_never_quote_the_value() {
             "spec": {"url": "https://c.example.com", "tokenSecretRef": "918273645"}}),
     ];
     for object in cases {
-        let req = Request {
-            operation: Operation::Create,
-            object: &object,
-            old_object: None,
-            namespace: "coder",
-            dry_run: false,
-        };
-        let eval = Engine::default().evaluate(&req, &Index::new(false));
+        let eval = create_offline(&object);
         let schema: Vec<_> = eval.findings.iter().filter(|f| f.rule == "schema").collect();
         assert_eq!(schema.len(), 1, "{:?}", eval.findings);
         assert!(!schema[0].message.contains("918273645"), "{}", schema[0].message);
