@@ -11,6 +11,7 @@ use coder_guard::check::report::{self, Format};
 use coder_guard::check::{AssumedSecret, CheckInput};
 use coder_guard::policy::rules::{self, RuleInfo};
 use coder_guard::policy::{Engine, Mode, Options, RuleConfig, Severity};
+use coder_guard::reconcile;
 use coder_guard::server::{self, GoDuration};
 
 /// Keeps a Coder deployment on Kubernetes correct: admission webhook, reconcile loop and
@@ -105,10 +106,20 @@ struct ServeArgs {
     /// Do not serve the webhook (no certificate needed): only the admin port.
     #[arg(long, env = "CODER_GUARD_NO_WEBHOOK", conflicts_with_all = ["tls_cert_file", "self_signed", "dev"])]
     no_webhook: bool,
-    /// Do not run the reconcile loop. The reconcile loop is not implemented in this version, so this flag
-    /// currently changes nothing.
+    /// Do not run the reconcile loop (which keeps coderd's license, appearance, organizations, IdP sync, AI
+    /// providers and provisioner keys equal to coder-guard's resources, on the leader replica only).
     #[arg(long, env = "CODER_GUARD_NO_RECONCILE")]
     no_reconcile: bool,
+    /// Reconcile loop: how often every resource is compared with coderd even when nothing changed.
+    #[arg(long, value_name = "DURATION", env = "CODER_GUARD_RESYNC_INTERVAL", default_value = "5m")]
+    resync_interval: GoDuration,
+    /// Reconcile loop: how often a resource that waits on a person (no license, open-source coderd, invalid spec)
+    /// is re-checked; spec and Secret changes are still acted on at once.
+    #[arg(long, value_name = "DURATION", env = "CODER_GUARD_SLOW_RECHECK_INTERVAL", default_value = "15m")]
+    slow_recheck_interval: GoDuration,
+    /// Reconcile loop: timeout of one coderd API request.
+    #[arg(long, value_name = "DURATION", env = "CODER_GUARD_CODERD_TIMEOUT", default_value = "15s")]
+    coderd_timeout: GoDuration,
     /// Development: loopback only, a self-signed certificate, no cluster (lookups are "unknown"); prints the CA
     /// file and a curl command.
     #[arg(long, env = "CODER_GUARD_DEV", conflicts_with_all = ["tls_cert_file", "self_signed", "namespaces"])]
@@ -263,7 +274,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         header_timeout,
         log_format,
         no_webhook,
-        no_reconcile: _, // The reconcile loop does not exist yet; see the flag's help.
+        no_reconcile,
+        resync_interval,
+        slow_recheck_interval,
+        coderd_timeout,
         dev,
         dev_objects,
     } = args;
@@ -294,6 +308,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
              (or --dev to try it locally, --no-webhook to serve only the admin port)"
         ),
     };
+    let identity = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("coder-guard-{}", std::process::id()));
     let cluster = if dev {
         ClusterMode::Offline { objects: dev_objects }
     } else {
@@ -301,9 +318,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             namespaces,
             patch_ca_bundle: self_signed && !no_webhook,
             lease_namespace: pod_namespace,
-            identity: std::env::var("POD_NAME")
-                .or_else(|_| std::env::var("HOSTNAME"))
-                .unwrap_or_else(|_| format!("coder-guard-{}", std::process::id())),
+            reconcile: (!no_reconcile).then(|| reconcile::Config {
+                resync: resync_interval.0,
+                slow: slow_recheck_interval.0,
+                timeout: coderd_timeout.0,
+                identity: identity.clone(),
+            }),
+            identity,
         }
     };
     let settings = Settings {

@@ -58,7 +58,6 @@ fn an_annotated_provisioner_deployment_is_stored_with_the_key_and_its_checksum()
 }
 
 #[test]
-#[ignore = "needs the reconcile loop (issue: reconcile loop)"]
 fn rotating_the_key_secret_changes_the_checksum() {
     let Some(cg) = CoderGuard::shared_or_skip() else { return };
     let ns = cg.api().namespace("rotation");

@@ -44,6 +44,37 @@ pub struct ResourceStatus {
     /// The coderd ID of the object this resource manages, once known.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "coderdID")]
     pub coderd_id: Option<String>,
+    /// `CoderInstance` only: coderd's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coderd_version: Option<String>,
+    /// `CoderInstance` only: feature name to entitlement (`entitled`, `grace_period`,
+    /// `not_entitled`), as coderd last reported.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub entitlements: BTreeMap<String, String>,
+    /// What the reconcile loop last wrote to coderd, as names and salted digests (never values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<AppliedState>,
+}
+
+/// What the reconcile loop last wrote to coderd for a resource.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedState {
+    /// The organization the coderd object lives in (provisioner keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    /// The name the coderd object was created under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Digest of the tags the object was created with (provisioner keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags_digest: Option<String>,
+    /// Salted SHA-256 of the secret values last sent to coderd or written to a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_digest: Option<String>,
+    /// UUIDs of the licenses this resource uploaded (only these are ever deleted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "licenseUUIDs")]
+    pub license_uuids: Vec<String>,
 }
 
 // === CoderInstance ===

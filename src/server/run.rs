@@ -4,8 +4,9 @@
 //! 2. The cluster is reached and coder-guard's CRDs are checked through discovery (no extra
 //!    RBAC); when they are missing, the error says how to install them. `--dev` skips this.
 //! 3. The cache starts watching; readiness waits for its first full list.
-//! 4. Both listeners bind and serve; with `--self-signed`, the leader keeps `caBundle` of the
-//!    `coder-guard` webhook configurations equal to the CA bundle.
+//! 4. Both listeners bind and serve. A Lease elects a leader, which keeps `caBundle` of the
+//!    `coder-guard` webhook configurations equal to the CA bundle (`--self-signed`) and runs
+//!    the reconcile loop (unless `--no-reconcile`).
 //! 5. On a signal: not ready, serve on for `--shutdown-delay`, stop accepting, drain for up to
 //!    `--drain-timeout`, exit 0.
 
@@ -25,6 +26,7 @@ use crate::api::webhooks::CONFIGURATION_NAME;
 use crate::certs::{self, CertError, CertHandle};
 use crate::cluster::{self, Cache, Leadership, LeaseError, LeaseParams};
 use crate::policy::Index;
+use crate::reconcile;
 
 /// How often the leader re-checks `caBundle` even when the CA did not change (someone may have
 /// re-applied the webhook configurations without it).
@@ -49,6 +51,8 @@ pub enum ClusterMode {
         lease_namespace: Option<String>,
         /// This replica's identity (`POD_NAME`).
         identity: String,
+        /// Run the reconcile loop as leader (`None` with `--no-reconcile`).
+        reconcile: Option<reconcile::Config>,
     },
 }
 
@@ -101,10 +105,6 @@ pub enum RunError {
 pub async fn serve(config: ServeConfig) -> Result<(), RunError> {
     let ServeConfig { settings, certificates, cluster, shutdown_delay, drain_timeout, dev } = config;
     install_panic_hook();
-    info!(
-        "reconcile loop: not implemented in this version (--no-reconcile is accepted and changes nothing); \
-         serving the webhook only"
-    );
 
     // 1. Certificates before anything binds.
     let cert = match certificates {
@@ -133,12 +133,20 @@ pub async fn serve(config: ServeConfig) -> Result<(), RunError> {
     let (stop_tasks, tasks_stop) = signal();
 
     let mut leadership = None;
-    if let (ClusterMode::Connect { patch_ca_bundle: true, .. }, Some(client), Some(cert), Some((ns, identity))) =
-        (&cluster, &client, &cert, lease)
+    if let (ClusterMode::Connect { patch_ca_bundle, reconcile, .. }, Some(client), Some((ns, identity))) =
+        (&cluster, &client, lease)
     {
-        let lead = Leadership::start(client.clone(), LeaseParams::new(ns, CONFIGURATION_NAME, identity))?;
-        tokio::spawn(keep_ca_bundle(client.clone(), cert.clone(), lead.subscribe(), tasks_stop.clone()));
-        leadership = Some(lead);
+        let ca_bundle = cert.as_ref().filter(|_| *patch_ca_bundle);
+        if ca_bundle.is_some() || reconcile.is_some() {
+            let lead = Leadership::start(client.clone(), LeaseParams::new(ns, CONFIGURATION_NAME, identity))?;
+            if let Some(cert) = ca_bundle {
+                tokio::spawn(keep_ca_bundle(client.clone(), cert.clone(), lead.subscribe(), tasks_stop.clone()));
+            }
+            if let Some(config) = reconcile {
+                tokio::spawn(lead_reconcile(client.clone(), config.clone(), lead.subscribe(), tasks_stop.clone()));
+            }
+            leadership = Some(lead);
+        }
     }
 
     let dev_ca = match (&cert, dev) {
@@ -228,6 +236,35 @@ async fn keep_ca_bundle(client: Client, cert: CertHandle, mut leader: watch::Rec
             _ = leader.changed() => {}
             _ = bundles.changed() => {}
             () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Runs the reconcile loop while this replica leads; stops it when leadership is lost or on
+/// shutdown.
+async fn lead_reconcile(client: Client, config: reconcile::Config, mut leader: watch::Receiver<bool>, mut stop: Watch) {
+    loop {
+        tokio::select! {
+            () = stop.fired() => return,
+            led = leader.wait_for(|leads| *leads) => if led.is_err() { return },
+        }
+        info!("leading: reconcile loop started");
+        let (end, ended) = tokio::sync::oneshot::channel::<()>();
+        let mut running = tokio::spawn(reconcile::run(client.clone(), config.clone(), async move {
+            let _ = ended.await;
+        }));
+        let stopping = tokio::select! {
+            () = stop.fired() => true,
+            _ = leader.wait_for(|leads| !*leads) => false,
+            _ = &mut running => false,
+        };
+        let _ = end.send(());
+        if tokio::time::timeout(Duration::from_secs(10), &mut running).await.is_err() {
+            running.abort();
+        }
+        info!("reconcile loop stopped");
+        if stopping {
+            return;
         }
     }
 }

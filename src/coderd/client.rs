@@ -1,0 +1,392 @@
+//! [`Client`]: one coderd, one token. Every call is a single attempt with a timeout; retries,
+//! back-off and `Retry-After` are the reconcile loop's (it requeues instead of blocking a worker).
+
+use std::time::Duration;
+
+use reqwest::{Method, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::{ApiError, Error, retry_after};
+use super::types::*;
+
+/// Header carrying the API token.
+const TOKEN_HEADER: &str = "Coder-Session-Token";
+/// Header carrying a provisioner key's plaintext.
+const DAEMON_KEY_HEADER: &str = "Coder-Provisioner-Daemon-Key";
+/// Connect timeout; the whole request is bounded by the client's timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A coderd API client.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: Secret,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.base.as_str()).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for coderd at `url`. With `ca_pem`, only that CA bundle is trusted; without it,
+    /// the bundled Mozilla roots are.
+    pub fn new(url: &str, token: Secret, ca_pem: Option<&[u8]>, timeout: Duration) -> Result<Self, Error> {
+        let config = |reason: String| Error::Config { url: url.to_owned(), reason };
+        let base = Url::parse(url).map_err(|e| config(format!("not an absolute URL: {e}")))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(config("the URL must be http:// or https://".into()));
+        }
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(timeout)
+            .user_agent(concat!("coder-guard/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|_| config("the CA bundle holds no readable PEM certificate".into()))?;
+            if certs.is_empty() {
+                return Err(config("the CA bundle holds no PEM certificate".into()));
+            }
+            builder = certs.into_iter().fold(builder.tls_built_in_root_certs(false), |b, c| b.add_root_certificate(c));
+        }
+        let http = builder.build().map_err(|e| config(e.to_string()))?;
+        Ok(Client { http, base, token })
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    // === readiness and identity ===
+
+    /// `GET /healthz`: coderd is up.
+    pub async fn healthz(&self) -> Result<(), Error> {
+        self.send(Method::GET, &["healthz"], None, &[]).await.map(drop)
+    }
+
+    /// `GET /api/v2/buildinfo`.
+    pub async fn build_info(&self) -> Result<BuildInfo, Error> {
+        self.get(&["api", "v2", "buildinfo"]).await
+    }
+
+    /// `GET /api/v2/users/me`: the token authenticates.
+    pub async fn me(&self) -> Result<User, Error> {
+        self.get(&["api", "v2", "users", "me"]).await
+    }
+
+    /// `GET /api/v2/entitlements`.
+    pub async fn entitlements(&self) -> Result<Entitlements, Error> {
+        self.get(&["api", "v2", "entitlements"]).await
+    }
+
+    // === licenses ===
+
+    pub async fn licenses(&self) -> Result<Vec<License>, Error> {
+        self.get(&["api", "v2", "licenses"]).await
+    }
+
+    /// `POST /api/v2/licenses`. coderd's unique-constraint 500 for a license it already has is
+    /// returned as `Ok(None)`.
+    pub async fn add_license(&self, jwt: &Secret) -> Result<Option<License>, Error> {
+        let body = AddLicense { license: jwt.clone() };
+        match self.write(Method::POST, &["api", "v2", "licenses"], &body, &[jwt.expose()]).await {
+            Ok(license) => Ok(Some(license)),
+            Err(Error::Api(e)) if e.is_duplicate_license() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `DELETE /api/v2/licenses/{id}`; an unknown ID counts as deleted.
+    pub async fn delete_license(&self, id: i32) -> Result<(), Error> {
+        let id = id.to_string();
+        gone_is_ok(self.send(Method::DELETE, &["api", "v2", "licenses", &id], None, &[]).await)
+    }
+
+    // === appearance ===
+
+    pub async fn appearance(&self) -> Result<Appearance, Error> {
+        self.get(&["api", "v2", "appearance"]).await
+    }
+
+    /// `PUT /api/v2/appearance` (full replace).
+    pub async fn put_appearance(&self, appearance: &Appearance) -> Result<(), Error> {
+        self.write::<serde_json::Value>(Method::PUT, &["api", "v2", "appearance"], appearance, &[]).await.map(drop)
+    }
+
+    // === organizations and groups ===
+
+    pub async fn organizations(&self) -> Result<Vec<Organization>, Error> {
+        self.get(&["api", "v2", "organizations"]).await
+    }
+
+    /// `GET /api/v2/organizations/{id or name}`; `None` when it does not exist.
+    pub async fn organization(&self, id_or_name: &str) -> Result<Option<Organization>, Error> {
+        absent_is_none(self.get(&["api", "v2", "organizations", id_or_name]).await)
+    }
+
+    pub async fn create_organization(&self, request: &CreateOrganization) -> Result<Organization, Error> {
+        self.write(Method::POST, &["api", "v2", "organizations"], request, &[]).await
+    }
+
+    pub async fn update_organization(&self, id: &str, request: &UpdateOrganization) -> Result<Organization, Error> {
+        self.write(Method::PATCH, &["api", "v2", "organizations", id], request, &[]).await
+    }
+
+    /// `DELETE /api/v2/organizations/{id}`; an unknown organization counts as deleted.
+    pub async fn delete_organization(&self, id: &str) -> Result<(), Error> {
+        gone_is_ok(self.send(Method::DELETE, &["api", "v2", "organizations", id], None, &[]).await)
+    }
+
+    pub async fn groups(&self, org: &str) -> Result<Vec<Group>, Error> {
+        self.get(&["api", "v2", "organizations", org, "groups"]).await
+    }
+
+    // === IdP sync (full-replace PATCHes) ===
+
+    pub async fn organization_sync(&self) -> Result<OrganizationSyncSettings, Error> {
+        self.get(&["api", "v2", "settings", "idpsync", "organization"]).await
+    }
+
+    pub async fn put_organization_sync(&self, settings: &OrganizationSyncSettings) -> Result<(), Error> {
+        let path = ["api", "v2", "settings", "idpsync", "organization"];
+        self.write::<serde_json::Value>(Method::PATCH, &path, settings, &[]).await.map(drop)
+    }
+
+    pub async fn group_sync(&self, org: &str) -> Result<GroupSyncSettings, Error> {
+        self.get(&["api", "v2", "organizations", org, "settings", "idpsync", "groups"]).await
+    }
+
+    pub async fn put_group_sync(&self, org: &str, settings: &GroupSyncSettings) -> Result<(), Error> {
+        let path = ["api", "v2", "organizations", org, "settings", "idpsync", "groups"];
+        self.write::<serde_json::Value>(Method::PATCH, &path, settings, &[]).await.map(drop)
+    }
+
+    pub async fn role_sync(&self, org: &str) -> Result<RoleSyncSettings, Error> {
+        self.get(&["api", "v2", "organizations", org, "settings", "idpsync", "roles"]).await
+    }
+
+    pub async fn put_role_sync(&self, org: &str, settings: &RoleSyncSettings) -> Result<(), Error> {
+        let path = ["api", "v2", "organizations", org, "settings", "idpsync", "roles"];
+        self.write::<serde_json::Value>(Method::PATCH, &path, settings, &[]).await.map(drop)
+    }
+
+    // === provisioner keys ===
+
+    pub async fn provisioner_keys(&self, org: &str) -> Result<Vec<ProvisionerKey>, Error> {
+        self.get(&["api", "v2", "organizations", org, "provisionerkeys"]).await
+    }
+
+    /// `POST …/provisionerkeys`: the plaintext exists only in this answer.
+    pub async fn create_provisioner_key(&self, org: &str, request: &CreateProvisionerKey) -> Result<Secret, Error> {
+        let path = ["api", "v2", "organizations", org, "provisionerkeys"];
+        let created: CreatedProvisionerKey = self.write(Method::POST, &path, request, &[]).await?;
+        Ok(created.key)
+    }
+
+    /// `DELETE …/provisionerkeys/{name}`; an unknown key counts as deleted.
+    pub async fn delete_provisioner_key(&self, org: &str, name: &str) -> Result<(), Error> {
+        let path = ["api", "v2", "organizations", org, "provisionerkeys", name];
+        gone_is_ok(self.send(Method::DELETE, &path, None, &[]).await)
+    }
+
+    /// `GET /api/v2/provisionerkeys/{key}` authenticated by the key itself: the key coderd
+    /// knows under this plaintext, or `None` if it knows none.
+    pub async fn verify_provisioner_key(&self, plaintext: &Secret) -> Result<Option<ProvisionerKey>, Error> {
+        let url = self.endpoint_url(&["api", "v2", "provisionerkeys", plaintext.expose()]);
+        let request = self.http.get(url).header(DAEMON_KEY_HEADER, plaintext.expose());
+        let endpoint = "GET /api/v2/provisionerkeys/[redacted]".to_owned();
+        match self.execute(request, endpoint.clone(), &[plaintext.expose()]).await {
+            Ok(body) => decode(&endpoint, &body).map(Some),
+            Err(Error::Api(e)) if matches!(e.status, 401 | 403 | 404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    // === AI providers ===
+
+    /// `GET /api/v2/ai/providers/{name}`; `None` when it does not exist.
+    pub async fn ai_provider(&self, id_or_name: &str) -> Result<Option<AiProvider>, Error> {
+        absent_is_none(self.get(&["api", "v2", "ai", "providers", id_or_name]).await)
+    }
+
+    pub async fn create_ai_provider(&self, request: &CreateAiProvider) -> Result<AiProvider, Error> {
+        let secrets = provider_secrets(&request.api_keys, request.settings.as_ref());
+        self.write(Method::POST, &["api", "v2", "ai", "providers"], request, &secrets).await
+    }
+
+    pub async fn update_ai_provider(&self, id: &str, request: &UpdateAiProvider) -> Result<AiProvider, Error> {
+        let keys = request.api_keys.as_deref().unwrap_or_default();
+        let secrets = provider_secrets(keys, request.settings.as_ref());
+        self.write(Method::PATCH, &["api", "v2", "ai", "providers", id], request, &secrets).await
+    }
+
+    /// `DELETE /api/v2/ai/providers/{id}`; an unknown provider counts as deleted.
+    pub async fn delete_ai_provider(&self, id: &str) -> Result<(), Error> {
+        gone_is_ok(self.send(Method::DELETE, &["api", "v2", "ai", "providers", id], None, &[]).await)
+    }
+
+    // === plumbing ===
+
+    fn endpoint_url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    async fn get<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, Error> {
+        let body = self.send(Method::GET, segments, None, &[]).await?;
+        decode(&endpoint(&Method::GET, segments), &body)
+    }
+
+    async fn write<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        request: &impl Serialize,
+        secrets: &[&str],
+    ) -> Result<T, Error> {
+        let json = serde_json::to_vec(request).map_err(|e| Error::Decode {
+            endpoint: endpoint(&method, segments),
+            reason: format!("cannot encode the request: {e}"),
+        })?;
+        let body = self.send(method.clone(), segments, Some(json), secrets).await?;
+        decode(&endpoint(&method, segments), &body)
+    }
+
+    /// One request; the body of a 2xx answer, or the error.
+    async fn send(
+        &self,
+        method: Method,
+        segments: &[&str],
+        json: Option<Vec<u8>>,
+        secrets: &[&str],
+    ) -> Result<Vec<u8>, Error> {
+        let mut request = self.http.request(method.clone(), self.endpoint_url(segments));
+        if let Some(json) = json {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(json);
+        }
+        self.execute(request, endpoint(&method, segments), secrets).await
+    }
+
+    async fn execute(
+        &self,
+        request: reqwest::RequestBuilder,
+        endpoint: String,
+        secrets: &[&str],
+    ) -> Result<Vec<u8>, Error> {
+        let request = request.header(TOKEN_HEADER, self.token.expose()).header(reqwest::header::ACCEPT, "application/json");
+        let unreachable = |e: reqwest::Error| Error::Unreachable {
+            url: self.base.to_string(),
+            endpoint: endpoint.clone(),
+            reason: describe(&e),
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let after = retry_after(response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()));
+        let body = response.bytes().await.map_err(unreachable)?;
+        if status.is_success() {
+            Ok(body.to_vec())
+        } else {
+            let mut secrets = secrets.to_vec();
+            secrets.push(self.token.expose());
+            Err(ApiError::new(endpoint, status.as_u16(), &body, after, &secrets).into())
+        }
+    }
+}
+
+/// `METHOD /path` for messages.
+fn endpoint(method: &Method, segments: &[&str]) -> String {
+    format!("{method} /{}", segments.join("/"))
+}
+
+fn decode<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, Error> {
+    // An empty 2xx body (DELETE, some PUTs) reads as JSON null.
+    let body = if body.iter().all(u8::is_ascii_whitespace) { b"null".as_slice() } else { body };
+    serde_json::from_slice(body).map_err(|e| Error::Decode {
+        endpoint: endpoint.to_owned(),
+        // Position only: the body may hold values.
+        reason: format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()),
+    })
+}
+
+/// A reqwest error without its URL (the path may carry a key name) and with its cause chain.
+fn describe(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut text = kind.to_owned();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+fn absent_is_none<T>(result: Result<T, Error>) -> Result<Option<T>, Error> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(Error::Api(e)) if e.class() == super::Class::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn gone_is_ok(result: Result<Vec<u8>, Error>) -> Result<(), Error> {
+    absent_is_none(result).map(drop)
+}
+
+fn provider_secrets<'a>(keys: &'a [Secret], settings: Option<&'a BedrockSettings>) -> Vec<&'a str> {
+    let bedrock = settings.into_iter().flat_map(|s| [s.access_key.as_ref(), s.access_key_secret.as_ref()]).flatten();
+    keys.iter().chain(bedrock).map(Secret::expose).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_escaped_and_joined_to_the_base() {
+        let client = Client::new("https://coder.example.com/", Secret::new("t"), None, Duration::from_secs(1)).unwrap();
+        let url = client.endpoint_url(&["api", "v2", "organizations", "default", "provisionerkeys", "a b/c?d"]);
+        assert_eq!(url.as_str(), "https://coder.example.com/api/v2/organizations/default/provisionerkeys/a%20b%2Fc%3Fd");
+        let client = Client::new("http://127.0.0.1:3000", Secret::new("t"), None, Duration::from_secs(1)).unwrap();
+        assert_eq!(client.endpoint_url(&["healthz"]).as_str(), "http://127.0.0.1:3000/healthz");
+    }
+
+    #[test]
+    fn bad_settings_are_config_errors_that_name_the_url() {
+        for url in ["coder.example.com", "ftp://coder.example.com", "mailto:x@example.com"] {
+            let err = Client::new(url, Secret::new("t"), None, Duration::from_secs(1)).unwrap_err();
+            assert!(matches!(err, Error::Config { .. }), "{url}: {err}");
+            assert!(err.to_string().contains(url), "{err}");
+        }
+        let err = Client::new("https://c", Secret::new("t"), Some(b"not pem"), Duration::from_secs(1)).unwrap_err();
+        assert!(err.to_string().contains("CA bundle"), "{err}");
+    }
+
+    #[test]
+    fn secrets_serialize_as_values_but_never_debug_print() {
+        let request = UpdateAiProvider { api_keys: Some(vec![Secret::new("sk-1")]), ..Default::default() };
+        assert_eq!(serde_json::to_value(&request).unwrap()["api_keys"], serde_json::json!([{"api_key": "sk-1"}]));
+        assert_eq!(serde_json::to_value(&request).unwrap()["settings"], serde_json::Value::Null);
+        assert!(!format!("{request:?}").contains("sk-1"));
+    }
+
+    #[test]
+    fn empty_success_bodies_decode_as_null() {
+        assert_eq!(decode::<serde_json::Value>("DELETE /x", b"").unwrap(), serde_json::Value::Null);
+        let err = decode::<Vec<License>>("GET /x", b"{\"secret\": 1").unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+}
