@@ -1,5 +1,7 @@
-//! [`Client`]: one coderd, one token. Every call is a single attempt with a timeout; retries,
-//! back-off and `Retry-After` are the reconcile loop's (it requeues instead of blocking a worker).
+//! [`Client`]: one coderd, one token. Idempotent calls (GET, PUT, PATCH, DELETE) are retried
+//! twice at once on a transient failure (no answer, a 5xx); POSTs never are, since a
+//! lost answer may hide an applied create. Longer back-off and `Retry-After` are the reconcile
+//! loop's (it requeues instead of blocking a worker).
 
 use std::time::Duration;
 
@@ -16,6 +18,10 @@ const TOKEN_HEADER: &str = "Coder-Session-Token";
 const DAEMON_KEY_HEADER: &str = "Coder-Provisioner-Daemon-Key";
 /// Connect timeout; the whole request is bounded by the client's timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts of an idempotent call.
+const IDEMPOTENT_ATTEMPTS: u32 = 3;
+/// Pause before a repeated attempt (times the attempt number).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// A coderd API client.
 #[derive(Clone)]
@@ -268,11 +274,21 @@ impl Client {
         json: Option<Vec<u8>>,
         secrets: &[&str],
     ) -> Result<Vec<u8>, Error> {
-        let mut request = self.http.request(method.clone(), self.endpoint_url(segments));
-        if let Some(json) = json {
-            request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(json);
+        let attempts = if method == Method::POST { 1 } else { IDEMPOTENT_ATTEMPTS };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self.http.request(method.clone(), self.endpoint_url(segments));
+            if let Some(json) = &json {
+                request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(json.clone());
+            }
+            match self.execute(request, endpoint(&method, segments), secrets).await {
+                Err(e) if attempt < attempts && retry_at_once(&e) => {
+                    tokio::time::sleep(RETRY_PAUSE * attempt).await;
+                }
+                result => return result,
+            }
         }
-        self.execute(request, endpoint(&method, segments), secrets).await
     }
 
     async fn execute(
@@ -281,7 +297,8 @@ impl Client {
         endpoint: String,
         secrets: &[&str],
     ) -> Result<Vec<u8>, Error> {
-        let request = request.header(TOKEN_HEADER, self.token.expose()).header(reqwest::header::ACCEPT, "application/json");
+        let request =
+            request.header(TOKEN_HEADER, self.token.expose()).header(reqwest::header::ACCEPT, "application/json");
         let unreachable = |e: reqwest::Error| Error::Unreachable {
             url: self.base.to_string(),
             endpoint: endpoint.clone(),
@@ -298,6 +315,15 @@ impl Client {
             secrets.push(self.token.expose());
             Err(ApiError::new(endpoint, status.as_u16(), &body, after, &secrets).into())
         }
+    }
+}
+
+/// Whether a failed idempotent call is worth repeating at once: no answer, or a 5xx.
+fn retry_at_once(error: &Error) -> bool {
+    match error {
+        Error::Unreachable { .. } => true,
+        Error::Api(e) => e.status >= 500,
+        _ => false,
     }
 }
 
@@ -359,7 +385,10 @@ mod tests {
     fn path_segments_are_escaped_and_joined_to_the_base() {
         let client = Client::new("https://coder.example.com/", Secret::new("t"), None, Duration::from_secs(1)).unwrap();
         let url = client.endpoint_url(&["api", "v2", "organizations", "default", "provisionerkeys", "a b/c?d"]);
-        assert_eq!(url.as_str(), "https://coder.example.com/api/v2/organizations/default/provisionerkeys/a%20b%2Fc%3Fd");
+        assert_eq!(
+            url.as_str(),
+            "https://coder.example.com/api/v2/organizations/default/provisionerkeys/a%20b%2Fc%3Fd"
+        );
         let client = Client::new("http://127.0.0.1:3000", Secret::new("t"), None, Duration::from_secs(1)).unwrap();
         assert_eq!(client.endpoint_url(&["healthz"]).as_str(), "http://127.0.0.1:3000/healthz");
     }

@@ -85,9 +85,16 @@ impl Error {
 impl ApiError {
     /// Builds the error from a response body (JSON or not), removing every `secrets` value
     /// coderd may have echoed.
-    pub(super) fn new(endpoint: String, status: u16, body: &[u8], retry_after: Option<Duration>, secrets: &[&str]) -> Self {
+    pub(super) fn new(
+        endpoint: String,
+        status: u16,
+        body: &[u8],
+        retry_after: Option<Duration>,
+        secrets: &[&str],
+    ) -> Self {
         let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-        let scrub = |text: String| secrets.iter().filter(|s| !s.is_empty()).fold(text, |t, s| t.replace(s, "[redacted]"));
+        let scrub =
+            |text: String| secrets.iter().filter(|s| !s.is_empty()).fold(text, |t, s| t.replace(s, "[redacted]"));
         ApiError {
             endpoint,
             status,
@@ -125,7 +132,8 @@ impl ApiError {
 
     /// `message: detail (field: detail, …)`, or a status-based text for a body without JSON.
     fn summary(&self) -> String {
-        let mut text = if self.message.is_empty() { default_message(self.status).to_owned() } else { self.message.clone() };
+        let mut text =
+            if self.message.is_empty() { default_message(self.status).to_owned() } else { self.message.clone() };
         if !self.detail.is_empty() {
             text = format!("{text}: {}", self.detail);
         }

@@ -121,9 +121,19 @@ impl Context {
 
     /// The `CoderInstance` `namespace/name`, ready for dependants: connected, and with its
     /// license applied if it has one. Otherwise a failed `surface` that says what it waits for.
-    pub async fn ready_instance(&self, surface: &'static str, namespace: &str, name: &str) -> Result<CoderInstance, Surface> {
+    pub async fn ready_instance(
+        &self,
+        surface: &'static str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<CoderInstance, Surface> {
         let waiting = |why: String| {
-            Surface::failed(surface, "InstanceNotReady", format!("waiting for CoderInstance {namespace}/{name}: {why}"), Wait::Slow)
+            Surface::failed(
+                surface,
+                "InstanceNotReady",
+                format!("waiting for CoderInstance {namespace}/{name}: {why}"),
+                Wait::Slow,
+            )
         };
         let instance = Api::<CoderInstance>::namespaced(self.kube.clone(), namespace)
             .get_opt(name)
@@ -163,7 +173,12 @@ impl Context {
                 (url, token, "the control plane's status.operatorTokenSecretRef")
             }
             (None, None) => {
-                return Err(Surface::failed(surface, "InvalidSpec", "set spec.url or spec.controlPlaneRef", Wait::Slow));
+                return Err(Surface::failed(
+                    surface,
+                    "InvalidSpec",
+                    "set spec.url or spec.controlPlaneRef",
+                    Wait::Slow,
+                ));
             }
         };
         let token = self.require_secret(surface, &namespace, &token_ref, DEFAULT_TOKEN_KEY, token_field).await?;
@@ -187,8 +202,14 @@ impl Context {
     }
 
     /// URL and token reference from a `CoderControlPlane`'s status.
-    async fn control_plane(&self, surface: &'static str, namespace: &str, name: &str) -> Result<(String, SecretKeyRef), Surface> {
-        let api = Api::<DynamicObject>::namespaced_with(self.kube.clone(), namespace, &api_resource(Kind::CoderControlPlane));
+    async fn control_plane(
+        &self,
+        surface: &'static str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(String, SecretKeyRef), Surface> {
+        let api =
+            Api::<DynamicObject>::namespaced_with(self.kube.clone(), namespace, &api_resource(Kind::CoderControlPlane));
         let waiting = |why: &str| {
             Surface::failed(
                 surface,
@@ -197,7 +218,8 @@ impl Context {
                 Wait::Slow,
             )
         };
-        let object = api.get_opt(name).await.map_err(|e| kube_failure(surface, &e))?.ok_or_else(|| waiting("does not exist"))?;
+        let object =
+            api.get_opt(name).await.map_err(|e| kube_failure(surface, &e))?.ok_or_else(|| waiting("does not exist"))?;
         let value = serde_json::to_value(&object).map_err(|_| waiting("cannot be read"))?;
         let plane: CoderControlPlane = serde_json::from_value(value).map_err(|_| waiting("cannot be read"))?;
         let url = plane.status.url.clone().filter(|u| !u.is_empty()).ok_or_else(|| waiting("has no status.url yet"))?;
@@ -214,10 +236,17 @@ impl Context {
 /// A failed Kubernetes call on `surface`: transient, retried with back-off.
 pub fn kube_failure(surface: &'static str, error: &kube::Error) -> Surface {
     let (reason, hint) = match error {
-        kube::Error::Api(s) if s.code == 403 => ("KubernetesForbidden", "grant coder-guard's ServiceAccount this access"),
+        kube::Error::Api(s) if s.code == 403 => {
+            ("KubernetesForbidden", "grant coder-guard's ServiceAccount this access")
+        }
         _ => ("KubernetesError", "retrying with back-off"),
     };
-    Surface::failed(surface, reason, format!("Kubernetes API: {error}; {hint}"), Wait::Backoff)
+    let what = match error {
+        // A decode error may quote the body, and the body may be a Secret.
+        kube::Error::SerdeError(_) => "an answer could not be decoded (details withheld)".to_owned(),
+        other => other.to_string(),
+    };
+    Surface::failed(surface, reason, format!("Kubernetes API: {what}; {hint}"), Wait::Backoff)
 }
 
 /// A number in `[0, 1)` for jitter, from the standard library's randomly seeded hasher.

@@ -29,7 +29,11 @@ impl Dependencies for CoderInstance {
     fn secret_names(&self) -> Vec<String> {
         let spec = &self.spec;
         let license = spec.license.as_ref().map(|l| &l.secret_ref);
-        [spec.token_secret_ref.as_ref(), spec.ca_secret_ref.as_ref(), license].into_iter().flatten().map(|r| r.name.clone()).collect()
+        [spec.token_secret_ref.as_ref(), spec.ca_secret_ref.as_ref(), license]
+            .into_iter()
+            .flatten()
+            .map(|r| r.name.clone())
+            .collect()
     }
 
     fn instance_name(&self) -> Option<&str> {
@@ -46,7 +50,8 @@ struct Learned {
 }
 
 pub(super) async fn reconcile(object: Arc<CoderInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span = info_span!("reconcile", kind = "CoderInstance", namespace = object.namespace(), name = object.name_any());
+    let span =
+        info_span!("reconcile", kind = "CoderInstance", namespace = object.namespace(), name = object.name_any());
     async move {
         let mut report = Report::default();
         let mut learned = Learned::default();
@@ -120,7 +125,8 @@ async fn license(ctx: &Context, object: &CoderInstance, client: &coderd::Client,
     let Some(spec) = &object.spec.license else { return Surface::ok(LICENSE_APPLIED, "NotRequested", "") };
     let namespace = object.namespace().unwrap_or_default();
     let field = "spec.license.secretRef";
-    let jwt = match ctx.require_secret(LICENSE_APPLIED, &namespace, &spec.secret_ref, DEFAULT_LICENSE_KEY, field).await {
+    let jwt = match ctx.require_secret(LICENSE_APPLIED, &namespace, &spec.secret_ref, DEFAULT_LICENSE_KEY, field).await
+    {
         Ok(jwt) => jwt,
         Err(surface) => return surface,
     };
@@ -139,7 +145,8 @@ async fn license(ctx: &Context, object: &CoderInstance, client: &coderd::Client,
         Ok(listed) => listed,
         Err(e) => return Surface::coderd(LICENSE_APPLIED, &e),
     };
-    let ours = object.status.as_ref().and_then(|s| s.applied.as_ref()).map(|a| a.license_uuids.clone()).unwrap_or_default();
+    let ours =
+        object.status.as_ref().and_then(|s| s.applied.as_ref()).map(|a| a.license_uuids.clone()).unwrap_or_default();
     let plan = plan_license(&jti, &listed, &ours);
     let mut kept = plan.keep;
     if plan.upload {
@@ -233,12 +240,20 @@ fn desired_appearance(spec: &AppearanceSpec) -> Appearance {
         announcement_banners: spec
             .announcement_banners
             .iter()
-            .map(|b| Banner { enabled: b.enabled, message: b.message.clone(), background_color: b.background_color.clone() })
+            .map(|b| Banner {
+                enabled: b.enabled,
+                message: b.message.clone(),
+                background_color: b.background_color.clone(),
+            })
             .collect(),
     }
 }
 
-async fn organization_sync(client: &coderd::Client, spec: &OrganizationSyncSpec, entitlements: &Entitlements) -> Surface {
+async fn organization_sync(
+    client: &coderd::Client,
+    spec: &OrganizationSyncSpec,
+    entitlements: &Entitlements,
+) -> Surface {
     if !entitlements.entitled("multiple_organizations") {
         return not_entitled(ORGANIZATION_SYNC_APPLIED, "multiple_organizations");
     }

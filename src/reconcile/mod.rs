@@ -28,12 +28,12 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use k8s_openapi::api::rbac::v1::PolicyRule;
+use kube::ResourceExt;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use tracing::{debug, warn};
 
 pub use context::{Config, Context};

@@ -107,7 +107,9 @@ impl Report {
     pub fn conditions(&self, previous: &[Condition], generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
         let ready = match self.surfaces.iter().find(|s| !s.ok) {
             None => Surface::ok(READY, "Reconciled", "coderd matches the spec"),
-            Some(first) => Surface::failed(READY, &first.reason, format!("{}: {}", first.type_, first.message), first.wait),
+            Some(first) => {
+                Surface::failed(READY, &first.reason, format!("{}: {}", first.type_, first.message), first.wait)
+            }
         };
         self.surfaces
             .iter()
@@ -159,9 +161,7 @@ pub fn delay(wait: Wait, failures: u32, resync: Duration, slow: Duration, jitter
         Wait::Resync => resync,
         Wait::Slow => slow,
         Wait::After(after) => after.max(Duration::from_secs(1)),
-        Wait::Backoff => {
-            Duration::from_secs(2).saturating_mul(1 << failures.min(8)).min(Duration::from_secs(300))
-        }
+        Wait::Backoff => Duration::from_secs(2).saturating_mul(1 << failures.min(8)).min(Duration::from_secs(300)),
     };
     base.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
 }

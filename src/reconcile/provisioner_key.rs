@@ -2,7 +2,7 @@
 //!
 //! coderd shows a key's plaintext once (in the answer to its creation) and cannot change a key:
 //! a key is created only when coderd has none under the name, and re-created (rotated) only as
-//! `rotationPolicy` allows, when the Secret lost the plaintext or the tags drifted. [`plan`]
+//! `rotationPolicy` allows, when the Secret lost the plaintext or the tags drifted. [`plan()`]
 //! (pure) decides from coderd's key, the Secret's state and the policy; [`reconcile`] observes,
 //! plans and acts. It writes only the one data key of the target Secret, and never logs or
 //! reports a value: status keeps salted digests.

@@ -27,7 +27,14 @@ const STATUS_ATTEMPTS: u32 = 4;
 
 /// A coder-guard kind the reconcile loop manages.
 pub trait Managed:
-    Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Debug + DeserializeOwned + Serialize + Send + Sync + 'static
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+    + Send
+    + Sync
+    + 'static
 {
     fn resource_status(&self) -> Option<&ResourceStatus>;
 }
@@ -91,7 +98,9 @@ async fn write_status<K: Managed>(
     next: &ResourceStatus,
 ) -> Result<(), kube::Error> {
     let mut status = serde_json::to_value(next).unwrap_or_default();
-    if let (Value::Object(next_fields), Value::Object(old)) = (&mut status, serde_json::to_value(previous).unwrap_or_default()) {
+    if let (Value::Object(next_fields), Value::Object(old)) =
+        (&mut status, serde_json::to_value(previous).unwrap_or_default())
+    {
         for key in old.keys() {
             next_fields.entry(key.clone()).or_insert(Value::Null);
         }

@@ -50,12 +50,19 @@ fn appearance_is_the_whole_spec_with_unset_fields_empty() {
     let spec = AppearanceSpec {
         application_name: None,
         logo_url: Some("https://x/logo.png".into()),
-        announcement_banners: vec![BannerSpec { enabled: false, message: "m".into(), background_color: "#00ff00".into() }],
+        announcement_banners: vec![BannerSpec {
+            enabled: false,
+            message: "m".into(),
+            background_color: "#00ff00".into(),
+        }],
     };
     let desired = desired_appearance(&spec);
     assert_eq!(desired.application_name, "");
     assert_eq!(desired.logo_url, "https://x/logo.png");
-    assert_eq!(desired.announcement_banners, [Banner { enabled: false, message: "m".into(), background_color: "#00ff00".into() }]);
+    assert_eq!(
+        desired.announcement_banners,
+        [Banner { enabled: false, message: "m".into(), background_color: "#00ff00".into() }]
+    );
 }
 
 fn org(id: &str, name: &str) -> Organization {

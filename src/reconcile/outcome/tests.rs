@@ -31,7 +31,8 @@ fn ready_summarises_the_first_failed_surface() {
 fn transition_time_moves_only_when_the_status_changes() {
     let first = report(vec![Surface::failed("Connected", "CoderdUnavailable", "down", Wait::Backoff)]);
     let c1 = first.conditions(&[], None, at(10));
-    let same = report(vec![Surface::failed("Connected", "Unauthorized", "token", Wait::Slow)]).conditions(&c1, None, at(20));
+    let same =
+        report(vec![Surface::failed("Connected", "Unauthorized", "token", Wait::Slow)]).conditions(&c1, None, at(20));
     assert_eq!(same[0].last_transition_time, Time(at(10)), "False to False keeps the time");
     let healed = report(vec![Surface::ok("Connected", "Connected", "up")]).conditions(&same, None, at(30));
     assert_eq!(healed[0].last_transition_time, Time(at(30)));
@@ -47,10 +48,10 @@ fn events_only_for_changes_and_never_for_a_failing_ready() {
     assert!(transitions(&c1, &failing.conditions(&c1, None, at(2))).is_empty(), "no change, no event");
     let ok = report(vec![Surface::ok("Connected", "Connected", "up")]).conditions(&c1, None, at(3));
     let t2 = transitions(&c1, &ok);
-    assert_eq!(t2.iter().map(|t| (t.warning, t.reason.as_str())).collect::<Vec<_>>(), [
-        (false, "Connected"),
-        (false, "Reconciled")
-    ]);
+    assert_eq!(
+        t2.iter().map(|t| (t.warning, t.reason.as_str())).collect::<Vec<_>>(),
+        [(false, "Connected"), (false, "Reconciled")]
+    );
 }
 
 #[test]
