@@ -19,8 +19,9 @@ fn render() -> String {
     let mut doc = String::from(
         "# coder-guard command line\n\nGenerated from the binary by `UPDATE_DOCS=1 cargo test --test docs`; a test keeps it current.\n",
     );
-    let sections: [(&str, &[&str]); 4] = [
+    let sections: [(&str, &[&str]); 5] = [
         ("coder-guard --help", &["--help"]),
+        ("coder-guard serve --help", &["serve", "--help"]),
         ("coder-guard check --help", &["check", "--help"]),
         ("coder-guard manifests crds --help", &["manifests", "crds", "--help"]),
         ("coder-guard rules", &["rules"]),

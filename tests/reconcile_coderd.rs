@@ -472,11 +472,8 @@ fn deleting_an_organization_with_policy_delete_removes_it_from_coderd() {
     instance["spec"].as_object_mut().unwrap().remove("license");
     apply_all(api, &[setup[0].clone(), instance.to_string(), setup[5].clone()]);
     let running = Loop::start(api);
-    support::poll(Duration::from_secs(60), Duration::from_millis(300), "the organization", || {
-        let org = get(api, "coderorganization", &ns, "platform");
-        Ok(condition(&org, "Ready").is_some_and(|c| c["status"] == "True"))
-    })
-    .unwrap();
+    // `kubectl wait` observes the condition through a watch.
+    api.kubectl_ok(["wait", "--for=condition=Ready", "coderorganization/platform", "-n", &ns, "--timeout=60s"]);
     let org = get(api, "coderorganization", &ns, "platform");
     assert!(org["metadata"]["finalizers"].to_string().contains("coderd.coder.com/cleanup"));
     api.kubectl_ok(["delete", "coderorganization", "platform", "-n", &ns, "--wait=true", "--timeout=60s"]);
