@@ -78,10 +78,19 @@ impl Loop {
                     timeout: Duration::from_secs(3),
                     identity: "reconcile-test".into(),
                 };
-                reconcile::run(client, config, async move {
-                    let _ = stopped.await;
-                })
-                .await;
+                let (signal, mut signalled) = tokio::sync::watch::channel(false);
+                let run = reconcile::run(client, config, async move {
+                    let _ = signalled.wait_for(|s| *s).await;
+                });
+                let mut run = std::pin::pin!(run);
+                tokio::select! {
+                    () = &mut run => return,
+                    _ = stopped => { let _ = signal.send(true); }
+                }
+                // The loop must stop promptly once asked; `serve` gives it the same 10 s.
+                if tokio::time::timeout(Duration::from_secs(10), run).await.is_err() {
+                    let _ = writeln!(std::io::stderr(), "the reconcile loop did not stop within 10s");
+                }
             });
         });
         Loop { stop: Some(stop), thread: Some(thread) }
@@ -99,8 +108,40 @@ impl Drop for Loop {
     }
 }
 
-fn turn() -> MutexGuard<'static, ()> {
-    TURN.lock().unwrap_or_else(|p| p.into_inner())
+/// How long one test may hold its turn before the process is stopped with a message (a hang
+/// must fail the run, not stall it).
+const TURN_LIMIT: Duration = Duration::from_secs(300);
+static HOLDER: Mutex<Option<(String, std::time::Instant)>> = Mutex::new(None);
+
+/// The turn to run a loop, released when the guard drops.
+struct Turn(#[allow(dead_code)] MutexGuard<'static, ()>);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        *HOLDER.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+fn turn() -> Turn {
+    static WATCHDOG: OnceLock<()> = OnceLock::new();
+    WATCHDOG.get_or_init(|| {
+        std::thread::spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                if let Some((test, since)) = &*HOLDER.lock().unwrap_or_else(|p| p.into_inner())
+                    && since.elapsed() > TURN_LIMIT
+                {
+                    let _ =
+                        writeln!(std::io::stderr(), "{test} ran longer than {TURN_LIMIT:?}; stopping the test process");
+                    std::process::abort();
+                }
+            }
+        });
+    });
+    let guard = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    *HOLDER.lock().unwrap_or_else(|p| p.into_inner()) = Some((test, std::time::Instant::now()));
+    Turn(guard)
 }
 
 fn secret(ns: &str, name: &str, data: &[(&str, &str)]) -> String {

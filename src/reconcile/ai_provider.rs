@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use tracing::{Instrument, info, info_span};
+use tracing::info;
 
 use super::organization::{Removal, finish_cleanup};
 use super::outcome::{Report, Surface, Wait, digest};
@@ -231,18 +231,7 @@ pub fn plan_removal(spec: &CoderAIProviderSpec, observed: Option<&AiProvider>) -
 // === act ===
 
 pub(super) async fn reconcile(object: Arc<CoderAIProvider>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let deleting = object.metadata.deletion_timestamp.is_some();
-    let span = info_span!(
-        "reconcile",
-        kind = "CoderAIProvider",
-        namespace = object.namespace(),
-        name = object.name_any(),
-        uid = object.uid(),
-        operation = if deleting { "cleanup" } else { "apply" },
-    );
-    async move { if deleting { cleanup(&ctx, &object).await } else { apply(&ctx, &object).await } }
-        .instrument(span)
-        .await
+    status::dispatch(&*object, apply(&ctx, &object), cleanup(&ctx, &object)).await
 }
 
 /// What a successful reconcile records.

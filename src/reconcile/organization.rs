@@ -13,7 +13,7 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use tracing::{Instrument, info, info_span};
+use tracing::info;
 
 use super::outcome::{Report, Surface, Wait};
 use super::status::{self, FINALIZER, Managed};
@@ -201,18 +201,7 @@ pub fn deletion_outcome(name: &str, result: Result<(), coderd::Error>) -> Result
 // === act ===
 
 pub(super) async fn reconcile(object: Arc<CoderOrganization>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let deleting = object.metadata.deletion_timestamp.is_some();
-    let span = info_span!(
-        "reconcile",
-        kind = "CoderOrganization",
-        namespace = object.namespace(),
-        name = object.name_any(),
-        uid = object.uid(),
-        operation = if deleting { "cleanup" } else { "apply" },
-    );
-    async move { if deleting { cleanup(&ctx, &object).await } else { apply(&ctx, &object).await } }
-        .instrument(span)
-        .await
+    status::dispatch(&*object, apply(&ctx, &object), cleanup(&ctx, &object)).await
 }
 
 async fn apply(ctx: &Context, object: &CoderOrganization) -> Result<Action, Error> {

@@ -18,7 +18,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{debug, info, warn};
 
 use self::plan::{
     Check, Desired, KEY_READY, Plan, SECRET_READY, SecretState, Why, check, cleanup_target, find, plan, stale,
@@ -66,34 +66,24 @@ impl Outcome {
 }
 
 pub(super) async fn reconcile(object: Arc<CoderProvisionerKey>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span = info_span!(
-        "reconcile",
-        kind = "CoderProvisionerKey",
-        namespace = object.namespace().unwrap_or_default(),
-        name = object.name_any(),
-        uid = object.uid().unwrap_or_default(),
-    );
-    async move {
-        if object.meta().deletion_timestamp.is_some() {
-            return cleanup(&object, &ctx).await;
+    super::status::dispatch(&*object, apply(&object, &ctx), cleanup(&object, &ctx)).await
+}
+
+async fn apply(object: &CoderProvisionerKey, ctx: &Context) -> Result<Action, Error> {
+    let Outcome { report, coderd_id, applied, error } = converge(object, ctx).await?;
+    let action = publish(ctx, object, &report, |status| {
+        if let Some(id) = coderd_id {
+            status.coderd_id = id;
         }
-        let Outcome { report, coderd_id, applied, error } = converge(&object, &ctx).await?;
-        let action = publish(&ctx, &*object, &report, |status| {
-            if let Some(id) = coderd_id {
-                status.coderd_id = id;
-            }
-            if let Some(applied) = applied {
-                status.applied = Some(applied);
-            }
-        })
-        .await?;
-        match error {
-            Some(e) => Err(e.into()),
-            None => Ok(action),
+        if let Some(applied) = applied {
+            status.applied = Some(applied);
         }
+    })
+    .await?;
+    match error {
+        Some(e) => Err(e.into()),
+        None => Ok(action),
     }
-    .instrument(span)
-    .await
 }
 
 /// Observes coderd and the Secret, plans, and acts.

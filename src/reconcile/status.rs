@@ -3,6 +3,7 @@
 //! cleanup finalizer.
 
 use std::fmt::Debug;
+use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
@@ -14,8 +15,9 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
+use super::Error;
 use super::context::{Context, jitter};
 use super::outcome::{Report, Wait, delay, transitions};
 use crate::api::own::{CoderAIProvider, CoderInstance, CoderOrganization, CoderProvisionerKey, ResourceStatus};
@@ -169,4 +171,23 @@ pub async fn warn_event<K: Managed>(ctx: &Context, object: &K, reason: &str, not
     if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
         warn!(error = %e, "could not publish an Event");
     }
+}
+
+/// Runs `apply`, or `cleanup` while `object` is being deleted, inside a span that names the
+/// object and the operation.
+pub async fn dispatch<K: Managed>(
+    object: &K,
+    apply: impl Future<Output = Result<Action, Error>>,
+    cleanup: impl Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    let deleting = object.meta().deletion_timestamp.is_some();
+    let span = tracing::info_span!(
+        "reconcile",
+        kind = K::kind(&()).as_ref(),
+        namespace = object.namespace().unwrap_or_default(),
+        name = object.name_any(),
+        uid = object.uid().unwrap_or_default(),
+        operation = if deleting { "cleanup" } else { "apply" },
+    );
+    if deleting { cleanup.instrument(span).await } else { apply.instrument(span).await }
 }

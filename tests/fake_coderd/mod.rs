@@ -407,13 +407,17 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
             }
         };
         let per_connection = shared.clone();
+        // Registered before it serves (the task first waits for this lock), so a restart
+        // right after a response always finds the connection.
+        let mut connections = shared.connections.lock().unwrap_or_else(PoisonError::into_inner);
         let task = tokio::spawn(async move {
+            drop(per_connection.connections.lock().unwrap_or_else(PoisonError::into_inner));
             let service = service_fn(move |request| handle(per_connection.clone(), request));
             let _ = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await;
         });
-        let mut connections = shared.connections.lock().unwrap_or_else(PoisonError::into_inner);
         connections.retain(|c| !c.is_finished());
         connections.push(task.abort_handle());
+        drop(connections);
     }
 }
 
