@@ -79,7 +79,7 @@ impl Loop {
                     identity: "reconcile-test".into(),
                 };
                 let (signal, mut signalled) = tokio::sync::watch::channel(false);
-                let run = reconcile::run(client, config, async move {
+                let run = reconcile::run(client, config, reconcile::Metrics::unregistered(), async move {
                     let _ = signalled.wait_for(|s| *s).await;
                 });
                 let mut run = std::pin::pin!(run);

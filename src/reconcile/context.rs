@@ -54,6 +54,7 @@ pub struct Context {
     pub kube: kube::Client,
     pub recorder: Recorder,
     pub config: Config,
+    pub metrics: super::Metrics,
     /// Per `namespace/instance`: the fingerprint of the settings and the client built from them.
     clients: Mutex<HashMap<String, (String, coderd::Client)>>,
     /// Consecutive failures per object UID, for back-off.
@@ -61,12 +62,13 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(kube: kube::Client, config: Config) -> Self {
+    pub fn new(kube: kube::Client, config: Config, metrics: super::Metrics) -> Self {
         let reporter = Reporter { controller: "coder-guard".to_owned(), instance: Some(config.identity.clone()) };
         Context {
             recorder: Recorder::new(kube.clone(), reporter),
             kube,
             config,
+            metrics,
             clients: Mutex::default(),
             failures: Mutex::default(),
         }

@@ -15,6 +15,7 @@
 mod ai_provider;
 mod context;
 mod instance;
+mod metrics;
 mod organization;
 pub mod outcome;
 mod provisioner_key;
@@ -37,6 +38,7 @@ use kube::runtime::watcher;
 use tracing::{debug, warn};
 
 pub use context::{Config, Context};
+pub use metrics::Metrics;
 use status::Managed;
 
 use crate::api::own::CoderInstance;
@@ -60,8 +62,14 @@ trait Dependencies: Managed {
 type Reconciler<K> = fn(Arc<K>, Arc<Context>) -> BoxFuture<'static, Result<Action, Error>>;
 
 /// Runs every controller until `shutdown` completes.
-pub async fn run(kube: kube::Client, config: Config, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let ctx = Arc::new(Context::new(kube, config));
+pub async fn run(
+    kube: kube::Client,
+    config: Config,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    metrics.leading.set(1);
+    let ctx = Arc::new(Context::new(kube, config, metrics));
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     futures::join!(
         drive::<CoderInstance>(ctx.clone(), |o, c| Box::pin(instance::reconcile(o, c)), shutdown.clone()),
@@ -82,6 +90,7 @@ pub async fn run(kube: kube::Client, config: Config, shutdown: impl Future<Outpu
         ),
         restamp::run(ctx.clone(), shutdown.clone()),
     );
+    ctx.metrics.leading.set(0);
 }
 
 /// One controller: the kind itself, the Secrets it references and (for dependants) its
@@ -118,8 +127,18 @@ async fn drive<K: Dependencies>(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown);
+    let timed = move |object: Arc<K>, ctx: Arc<Context>| {
+        let started = std::time::Instant::now();
+        let metrics = ctx.metrics.clone();
+        let work = reconcile(object, ctx);
+        async move {
+            let result = work.await;
+            metrics.observe(K::KIND, started.elapsed());
+            result
+        }
+    };
     controller
-        .run(reconcile, error_policy, ctx)
+        .run(timed, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => debug!(kind = K::kind(&()).as_ref(), object = %object, "reconciled"),
@@ -130,6 +149,7 @@ async fn drive<K: Dependencies>(
 }
 
 fn error_policy<K: Managed>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.count(K::KIND, "error");
     let failures = ctx.count_failure(&object.uid().unwrap_or_default(), true);
     warn!(
         kind = K::kind(&()).as_ref(),

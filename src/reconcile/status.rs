@@ -38,12 +38,17 @@ pub trait Managed:
     + Sync
     + 'static
 {
+    /// The kind's name, for metrics.
+    const KIND: &'static str;
+
     fn resource_status(&self) -> Option<&ResourceStatus>;
 }
 
 macro_rules! managed {
-    ($($kind:ty),*) => {$(
+    ($($kind:ident),*) => {$(
         impl Managed for $kind {
+            const KIND: &'static str = stringify!($kind);
+
             fn resource_status(&self) -> Option<&ResourceStatus> {
                 self.status.as_ref()
             }
@@ -85,6 +90,7 @@ pub async fn publish<K: Managed>(
             }
         }
     }
+    ctx.metrics.count(K::KIND, if report.ok() { "ready" } else { "not_ready" });
     let uid = object.uid().unwrap_or_default();
     let wait = report.wait();
     let failures = ctx.count_failure(&uid, matches!(wait, Wait::Backoff | Wait::After(_)));

@@ -82,6 +82,8 @@ pub struct Metrics {
     pub rule_config_reloads: Counter,
     pub rule_config_reload_errors: Counter,
     pub ready: Gauge,
+    /// The reconcile loop's metrics (zero on replicas that do not lead).
+    pub reconcile: crate::reconcile::Metrics,
 }
 
 fn duration_histogram() -> Histogram {
@@ -156,6 +158,7 @@ impl Metrics {
         );
         let ready = Gauge::default();
         registry.register("ready", "1 when /readyz answers 200", ready.clone());
+        let reconcile = crate::reconcile::Metrics::register(&mut registry);
         Self {
             registry,
             requests,
@@ -171,6 +174,7 @@ impl Metrics {
             rule_config_reloads,
             rule_config_reload_errors,
             ready,
+            reconcile,
         }
     }
 

@@ -143,7 +143,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), RunError> {
                 tokio::spawn(keep_ca_bundle(client.clone(), cert.clone(), lead.subscribe(), tasks_stop.clone()));
             }
             if let Some(config) = reconcile {
-                tokio::spawn(lead_reconcile(client.clone(), config.clone(), lead.subscribe(), tasks_stop.clone()));
+                let metrics = running.metrics.reconcile.clone();
+                let leader = lead.subscribe();
+                tokio::spawn(lead_reconcile(client.clone(), config.clone(), metrics, leader, tasks_stop.clone()));
             }
             leadership = Some(lead);
         }
@@ -242,7 +244,13 @@ async fn keep_ca_bundle(client: Client, cert: CertHandle, mut leader: watch::Rec
 
 /// Runs the reconcile loop while this replica leads; stops it when leadership is lost or on
 /// shutdown.
-async fn lead_reconcile(client: Client, config: reconcile::Config, mut leader: watch::Receiver<bool>, mut stop: Watch) {
+async fn lead_reconcile(
+    client: Client,
+    config: reconcile::Config,
+    metrics: reconcile::Metrics,
+    mut leader: watch::Receiver<bool>,
+    mut stop: Watch,
+) {
     loop {
         tokio::select! {
             () = stop.fired() => return,
@@ -250,7 +258,7 @@ async fn lead_reconcile(client: Client, config: reconcile::Config, mut leader: w
         }
         info!("leading: reconcile loop started");
         let (end, ended) = tokio::sync::oneshot::channel::<()>();
-        let mut running = tokio::spawn(reconcile::run(client.clone(), config.clone(), async move {
+        let mut running = tokio::spawn(reconcile::run(client.clone(), config.clone(), metrics.clone(), async move {
             let _ = ended.await;
         }));
         let stopping = tokio::select! {
@@ -261,6 +269,7 @@ async fn lead_reconcile(client: Client, config: reconcile::Config, mut leader: w
         let _ = end.send(());
         if tokio::time::timeout(Duration::from_secs(10), &mut running).await.is_err() {
             running.abort();
+            metrics.leading.set(0);
         }
         info!("reconcile loop stopped");
         if stopping {
