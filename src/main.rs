@@ -40,6 +40,16 @@ enum Command {
     /// Serving certificates for the webhook.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Delete coder-guard's webhook configurations (the Helm chart's pre-delete hook); absent ones are fine.
+    UninstallWebhooks(UninstallArgs),
+}
+
+/// `coder-guard uninstall-webhooks`.
+#[derive(Args, Debug)]
+struct UninstallArgs {
+    /// Name of the ValidatingWebhookConfiguration and the MutatingWebhookConfiguration.
+    #[arg(long, default_value = "coder-guard")]
+    name: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -64,8 +74,9 @@ struct ServeArgs {
     /// Serving key (PEM) for --tls-cert-file.
     #[arg(long, value_name = "FILE", env = "CODER_GUARD_TLS_KEY_FILE", requires = "tls_cert_file")]
     tls_key_file: Option<PathBuf>,
-    /// Generate an in-memory CA and serving certificate, renewed ahead of expiry; the leader patches the CA into
-    /// the coder-guard webhook configurations' caBundle.
+    /// Issue the serving certificate, renewed ahead of expiry, from a self-signed CA kept in a Secret that every
+    /// replica shares (--self-signed-ca-secret); the leader creates and rotates the CA and patches it into the
+    /// coder-guard webhook configurations' caBundle.
     #[arg(long, env = "CODER_GUARD_SELF_SIGNED")]
     self_signed: bool,
     /// DNS name for the self-signed certificate; repeatable [default: coder-guard, coder-guard.NS,
@@ -78,6 +89,21 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     self_signed_dns_names: Vec<String>,
+    /// Secret in POD_NAMESPACE holding the self-signed CA (keys ca.crt and ca.key; the leader creates it).
+    #[arg(long, value_name = "NAME", env = "CODER_GUARD_SELF_SIGNED_CA_SECRET",
+          default_value = coder_guard::certs::DEFAULT_CA_SECRET,
+          requires = "self_signed")]
+    self_signed_ca_secret: String,
+    /// Testing: validity of the self-signed CA; the serving certificate's validity and renewal, the CA's publish
+    /// grace and the Secret's poll interval shrink with it.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "CODER_GUARD_SELF_SIGNED_CA_VALIDITY",
+        hide = true,
+        requires = "self_signed"
+    )]
+    self_signed_ca_validity: Option<GoDuration>,
     /// Rule configuration (modes, namespace exemptions), e.g. a mounted ConfigMap; reloaded when it changes.
     #[arg(long, value_name = "FILE", env = "CODER_GUARD_CONFIG")]
     config: Option<PathBuf>,
@@ -120,6 +146,11 @@ struct ServeArgs {
     /// Reconcile loop: timeout of one coderd API request.
     #[arg(long, value_name = "DURATION", env = "CODER_GUARD_CODERD_TIMEOUT", default_value = "15s")]
     coderd_timeout: GoDuration,
+    /// Reconcile loop: resources of one kind reconciled at once (coderd rate-limits its API per user, 512
+    /// requests per minute by default).
+    #[arg(long, value_name = "N", env = "CODER_GUARD_RECONCILE_CONCURRENCY", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    reconcile_concurrency: u16,
     /// Development: loopback only, a self-signed certificate, no cluster (lookups are "unknown"); prints the CA
     /// file and a curl command.
     #[arg(long, env = "CODER_GUARD_DEV", conflicts_with_all = ["tls_cert_file", "self_signed", "namespaces"])]
@@ -145,6 +176,33 @@ enum ManifestsCommand {
     },
     /// The Validating- and MutatingWebhookConfiguration (as in webhook-config/).
     Webhooks(WebhooksArgs),
+    /// The Roles, ClusterRoles and bindings `serve` needs (what the Helm chart grants).
+    Rbac(RbacArgs),
+}
+
+#[derive(Args, Debug)]
+struct RbacArgs {
+    /// Namespace coder-guard runs in (its service account and leader-election Lease).
+    #[arg(long, default_value = "coder-guard")]
+    namespace: String,
+    /// Service account `serve` runs as; also the prefix of the object names.
+    #[arg(long, default_value = "coder-guard")]
+    service_account: String,
+    /// As `serve --namespace`: grant in these namespaces only (Roles) instead of cluster-wide; repeatable.
+    #[arg(long = "watch-namespace", value_name = "NS", value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
+    /// As `serve --no-reconcile`: leave out the reconcile loop's rules.
+    #[arg(long)]
+    no_reconcile: bool,
+    /// As `serve --self-signed`: add the rules for the shared CA Secret and for patching caBundle.
+    #[arg(long)]
+    self_signed: bool,
+    /// As `serve --self-signed-ca-secret`.
+    #[arg(long, value_name = "NAME", default_value = coder_guard::certs::DEFAULT_CA_SECRET)]
+    self_signed_ca_secret: String,
+    /// Also grant `uninstall-webhooks` its rules, to this service account.
+    #[arg(long, value_name = "NAME")]
+    uninstall_service_account: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -250,6 +308,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             coder_guard::certs::generate(args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Manifests(ManifestsCommand::Rbac(args)) => {
+            print!("{}", rbac(args)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::UninstallWebhooks(args) => {
+            uninstall_webhooks(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -265,6 +331,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls_key_file,
         self_signed,
         self_signed_dns_names,
+        self_signed_ca_secret,
+        self_signed_ca_validity,
         config,
         namespaces,
         max_concurrency,
@@ -278,6 +346,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         resync_interval,
         slow_recheck_interval,
         coderd_timeout,
+        reconcile_concurrency,
         dev,
         dev_objects,
     } = args;
@@ -298,10 +367,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ if no_webhook => None,
         _ if dev => Some(self_signed_source(vec!["localhost".into(), "127.0.0.1".into()])),
         (Some(cert), Some(key)) => Some(Source::Files { cert, key }),
-        _ if self_signed => Some(self_signed_source(if self_signed_dns_names.is_empty() {
-            certs::service_dns_names("coder-guard", pod_namespace.as_deref().unwrap_or("coder-guard"))
-        } else {
-            self_signed_dns_names
+        _ if self_signed => Some(Source::Shared(certs::SharedCa {
+            dns_names: if self_signed_dns_names.is_empty() {
+                certs::service_dns_names("coder-guard", pod_namespace.as_deref().unwrap_or("coder-guard"))
+            } else {
+                self_signed_dns_names
+            },
+            secret_name: self_signed_ca_secret,
+            timing: self_signed_ca_validity
+                .map_or_else(certs::Timing::default, |v| certs::Timing::for_ca_validity(v.0)),
         })),
         _ => bail!(
             "the webhook needs a serving certificate: pass --tls-cert-file and --tls-key-file, or --self-signed \
@@ -323,6 +397,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 slow: slow_recheck_interval.0,
                 timeout: coderd_timeout.0,
                 identity: identity.clone(),
+                concurrency: reconcile_concurrency,
             }),
             identity,
         }
@@ -443,4 +518,42 @@ fn webhooks(args: WebhooksArgs) -> anyhow::Result<String> {
         None => None,
     };
     Ok(webhooks::render(&Options { endpoint, namespace, ca_bundle })?)
+}
+
+fn rbac(args: RbacArgs) -> anyhow::Result<String> {
+    use coder_guard::cluster::rbac::{RbacOptions, render};
+    let RbacArgs {
+        namespace,
+        service_account,
+        watch_namespaces,
+        no_reconcile,
+        self_signed,
+        self_signed_ca_secret,
+        uninstall_service_account,
+    } = args;
+    let options = RbacOptions {
+        name: service_account.clone(),
+        namespace,
+        service_account,
+        watch_namespaces,
+        reconcile: !no_reconcile,
+        self_signed,
+        ca_secret: self_signed_ca_secret,
+        uninstall_service_account,
+    };
+    Ok(render(&options)?)
+}
+
+/// Deletes both webhook configurations with the ambient kubeconfig or in-cluster config.
+fn uninstall_webhooks(args: UninstallArgs) -> anyhow::Result<()> {
+    use coder_guard::cluster::delete_webhook_configurations;
+    server::logging::init(server::LogFormat::Text);
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the Tokio runtime")?;
+    let done = runtime.block_on(async {
+        let client = kube::Client::try_default().await.context("cannot reach the Kubernetes API")?;
+        anyhow::Ok(delete_webhook_configurations(&client, &args.name).await?)
+    })?;
+    println!("validatingwebhookconfiguration {}: {}", args.name, done.validating);
+    println!("mutatingwebhookconfiguration {}: {}", args.name, done.mutating);
+    Ok(())
 }

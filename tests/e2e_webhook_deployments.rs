@@ -21,7 +21,7 @@ const KEY_VALUE: &str = "example-provisioner-key-0123456789abcdef";
 
 #[test]
 fn an_annotated_provisioner_deployment_is_stored_with_the_key_and_its_checksum() {
-    let Some(cg) = CoderGuard::shared_or_skip() else { return };
+    let Some(cg) = CoderGuard::shared_with_reconcile_or_skip() else { return };
     let ns = cg.api().namespace("injection");
     for object in provisioner_key_with_secret(&ns, KEY_VALUE) {
         cg.apply(&[], &object).accepted().unwrap();
@@ -59,7 +59,7 @@ fn an_annotated_provisioner_deployment_is_stored_with_the_key_and_its_checksum()
 
 #[test]
 fn rotating_the_key_secret_changes_the_checksum() {
-    let Some(cg) = CoderGuard::shared_or_skip() else { return };
+    let Some(cg) = CoderGuard::shared_with_reconcile_or_skip() else { return };
     let ns = cg.api().namespace("rotation");
     for object in provisioner_key_with_secret(&ns, KEY_VALUE) {
         cg.apply(&[], &object).accepted().unwrap();
@@ -89,7 +89,7 @@ fn rotating_the_key_secret_changes_the_checksum() {
 
 #[test]
 fn frozen_ai_provider_env_on_a_coderd_deployment() {
-    let Some(cg) = CoderGuard::shared_or_skip() else { return };
+    let Some(cg) = CoderGuard::shared_with_reconcile_or_skip() else { return };
     let ns = cg.api().namespace("frozen-ai-env");
     const BASE_URL: &str = "spec.template.spec.containers[0].env[3]";
     let original = coderd_deployment(&ns, Some("https://api.openai.com/v1/"), None);
@@ -137,7 +137,7 @@ fn with_coder_guard_stopped_only_coder_resources_are_refused() {
             "apiVersion": "coderd.coder.com/v1alpha1",
             "kind": "CoderInstance",
             "metadata": {"name": "outage", "namespace": ns},
-            "spec": {"url": "https://coder.example.com", "tokenSecretRef": {"name": "outage-token"}},
+            "spec": {"url": "https://127.0.0.1:9", "tokenSecretRef": {"name": "outage-token"}},
         })
     };
     let apply = |object: &Value| outage.apply(&[], object);
@@ -180,7 +180,7 @@ fn with_coder_guard_stopped_only_coder_resources_are_refused() {
 
     // Back up: the same CoderInstance is accepted.
     drop(outage);
-    let Some(cg) = CoderGuard::shared_or_skip() else { return };
+    let Some(cg) = CoderGuard::shared_with_reconcile_or_skip() else { return };
     failures.extend(cg.apply(&[], &coder_instance(&ns)).accepted().err());
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
@@ -240,7 +240,7 @@ fn provisioner_key_with_secret(ns: &str, key: &str) -> Vec<Value> {
         secret(ns, "coder-token", "token", "coder-token-0123456789abcdef"),
         json!({"apiVersion": "coderd.coder.com/v1alpha1", "kind": "CoderInstance",
                "metadata": {"name": "main", "namespace": ns},
-               "spec": {"url": "https://coder.example.com", "tokenSecretRef": {"name": "coder-token"}}}),
+               "spec": {"url": "https://127.0.0.1:9", "tokenSecretRef": {"name": "coder-token"}}}),
         json!({"apiVersion": "coderd.coder.com/v1alpha1", "kind": "CoderProvisionerKey",
                "metadata": {"name": "gpu-builds", "namespace": ns},
                "spec": {"instanceRef": {"name": "main"}, "tags": {"gpu": "true"}}}),

@@ -13,6 +13,7 @@ use coder_guard::reconcile;
 use fake_coderd::{Edition, FakeCoderd, FakeOptions, Faults, Logged};
 use serde_json::Value;
 use support::apiserver::ApiServer;
+use support::reconcile_loop::Loop;
 
 const LICENSE_JTI: &str = "8a7c2e34-5f1b-4c9d-9e2a-0b1c2d3e4f50";
 /// Recognisable secret values: none may show up anywhere observable.
@@ -51,61 +52,17 @@ impl Write for Capture {
     }
 }
 
-/// The reconcile loop on its own runtime thread; stops when dropped.
-struct Loop {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Loop {
-    fn start(api: &ApiServer) -> Loop {
-        logs();
-        let kubeconfig = api.kubeconfig().to_owned();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let config = kube::Config::from_custom_kubeconfig(
-                    kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
-                    &kube::config::KubeConfigOptions::default(),
-                )
-                .await
-                .unwrap();
-                let client = kube::Client::try_from(config).unwrap();
-                let config = reconcile::Config {
-                    resync: Duration::from_secs(2),
-                    slow: Duration::from_secs(4),
-                    timeout: Duration::from_secs(3),
-                    identity: "reconcile-test".into(),
-                };
-                let (signal, mut signalled) = tokio::sync::watch::channel(false);
-                let run = reconcile::run(client, config, reconcile::Metrics::unregistered(), async move {
-                    let _ = signalled.wait_for(|s| *s).await;
-                });
-                let mut run = std::pin::pin!(run);
-                tokio::select! {
-                    () = &mut run => return,
-                    _ = stopped => { let _ = signal.send(true); }
-                }
-                // The loop must stop promptly once asked; `serve` gives it the same 10 s.
-                if tokio::time::timeout(Duration::from_secs(10), run).await.is_err() {
-                    let _ = writeln!(std::io::stderr(), "the reconcile loop did not stop within 10s");
-                }
-            });
-        });
-        Loop { stop: Some(stop), thread: Some(thread) }
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+/// The loop with short intervals, logging into [`logs`].
+fn start_loop(api: &ApiServer) -> Loop {
+    logs();
+    let config = reconcile::Config {
+        resync: Duration::from_secs(2),
+        slow: Duration::from_secs(4),
+        timeout: Duration::from_secs(3),
+        identity: "reconcile-test".into(),
+        concurrency: 4,
+    };
+    Loop::start(api.kubeconfig(), config)
 }
 
 /// How long one test may hold its turn before the process is stopped with a message (a hang
@@ -276,7 +233,7 @@ fn first_reconcile_writes_what_is_needed_then_nothing_then_only_the_change() {
     let coderd = FakeCoderd::start(FakeOptions::default());
     let ns = api.namespace("reconcile-first");
     apply_all(api, &full_setup(&ns, &coderd));
-    let running = Loop::start(api);
+    let running = start_loop(api);
     wait_all_ready(api, &ns, Duration::from_secs(60));
 
     let first = writes(&coderd);
@@ -347,7 +304,7 @@ fn a_license_is_posted_once_across_restarts_and_lost_status() {
         })
         .unwrap()
     };
-    let running = Loop::start(api);
+    let running = start_loop(api);
     wait_instance();
     drop(running);
     // The status is lost (as if the write after the upload had failed) and the loop restarts.
@@ -362,10 +319,10 @@ fn a_license_is_posted_once_across_restarts_and_lost_status() {
         "-p",
         r#"{"status":null}"#,
     ]);
-    let running = Loop::start(api);
+    let running = start_loop(api);
     wait_instance();
     drop(running);
-    let running = Loop::start(api);
+    let running = start_loop(api);
     std::thread::sleep(Duration::from_secs(3));
     wait_instance();
     drop(running);
@@ -382,7 +339,7 @@ fn a_provisioner_key_is_created_once_and_rotated_only_when_its_secret_is_lost() 
     let ns = api.namespace("reconcile-key");
     let setup = full_setup(&ns, &coderd);
     apply_all(api, &[setup[0].clone(), setup[1].clone(), setup[4].clone(), setup[8].clone()]);
-    let running = Loop::start(api);
+    let running = start_loop(api);
     let key_ready = |what: &str| {
         support::poll(Duration::from_secs(60), Duration::from_millis(300), what, || {
             Ok(condition(&get(api, "coderprovisionerkey", &ns, "builders"), "Ready")
@@ -440,7 +397,7 @@ fn everything_converges_under_faults_without_duplicate_creates() {
     coderd.rate_limit(10, 1);
     let ns = api.namespace("reconcile-faults");
     apply_all(api, &full_setup(&ns, &coderd));
-    let running = Loop::start(api);
+    let running = start_loop(api);
     wait_all_ready(api, &ns, Duration::from_secs(150));
     assert_single_objects(&coderd);
     let before = count(&writes(&coderd), "POST /api/v2/organizations/default/provisionerkeys");
@@ -481,7 +438,7 @@ fn premium_surfaces_without_a_license_and_an_open_source_coderd_become_condition
         let mut instance: Value = serde_json::from_str(&setup[4]).unwrap();
         instance["spec"].as_object_mut().unwrap().remove("license");
         apply_all(api, &[setup[0].clone(), instance.to_string(), setup[5].clone(), setup[8].clone()]);
-        let running = Loop::start(api);
+        let running = start_loop(api);
         support::poll(Duration::from_secs(60), Duration::from_millis(300), reason, || {
             let org = get(api, "coderorganization", &ns, "platform");
             let key = get(api, "coderprovisionerkey", &ns, "builders");
@@ -512,7 +469,7 @@ fn deleting_an_organization_with_policy_delete_removes_it_from_coderd() {
     let mut instance: Value = serde_json::from_str(&setup[4]).unwrap();
     instance["spec"].as_object_mut().unwrap().remove("license");
     apply_all(api, &[setup[0].clone(), instance.to_string(), setup[5].clone()]);
-    let running = Loop::start(api);
+    let running = start_loop(api);
     // `kubectl wait` observes the condition through a watch.
     api.kubectl_ok(["wait", "--for=condition=Ready", "coderorganization/platform", "-n", &ns, "--timeout=60s"]);
     let org = get(api, "coderorganization", &ns, "platform");

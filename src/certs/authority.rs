@@ -42,7 +42,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    fn validate(&self) -> Result<(), CertError> {
+    pub(crate) fn validate(&self) -> Result<(), CertError> {
         let bad = |m: String| Err(CertError::SelfSignedConfig(m));
         if self.dns_names.is_empty() {
             return bad("no DNS names; pass the webhook Service's names (svc, svc.ns, svc.ns.svc)".into());
@@ -78,6 +78,11 @@ pub(crate) struct Ca {
 }
 
 impl Ca {
+    /// A CA read back from storage (a shared CA's Secret): its issuer, certificate and expiry.
+    pub(crate) fn stored(issuer: Issuer<'static, KeyPair>, pem: String, not_after: SystemTime) -> Self {
+        Self { id: 0, issuer, pem, issued: not_after, not_after }
+    }
+
     /// When less than a third of the CA's life remains.
     fn rotate_at(&self) -> SystemTime {
         let life = self.not_after.duration_since(self.issued).unwrap_or_default();
@@ -262,18 +267,30 @@ impl Authority {
     }
 }
 
-fn ca_name(now: SystemTime) -> String {
+pub(crate) fn ca_name(now: SystemTime) -> String {
     format!("coder-guard self-signed CA {}", unix_seconds(now))
 }
 
 /// Issues a leaf signed by `ca`, cut at the CA's expiry.
 fn issue(settings: &Settings, ca: &Ca, now: SystemTime) -> Result<Current, CertError> {
-    let not_after = (now + settings.leaf_validity).min(ca.not_after);
-    let leaf = new_leaf(ca, &settings.dns_names, now, not_after)?;
+    let (key, not_after) = issue_certified(&settings.dns_names, settings.leaf_validity, ca, now)?;
+    Ok(Current { key, ca_id: ca.id, not_after })
+}
+
+/// A leaf for `dns_names` signed by `ca`, valid `validity` but cut at the CA's expiry, ready for
+/// rustls; and its NotAfter. `now` must be whole seconds.
+pub(crate) fn issue_certified(
+    dns_names: &[String],
+    validity: Duration,
+    ca: &Ca,
+    now: SystemTime,
+) -> Result<(Arc<CertifiedKey>, SystemTime), CertError> {
+    let not_after = (now + validity).min(ca.not_after);
+    let leaf = new_leaf(ca, dns_names, now, not_after)?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.serialize_der()));
     let certified = CertifiedKey::from_der(vec![leaf.der], key, &rustls::crypto::ring::default_provider())
         .map_err(|e| CertError::SelfSignedConfig(format!("rustls rejected the generated key: {e}")))?;
-    Ok(Current { key: Arc::new(certified), ca_id: ca.id, not_after })
+    Ok((Arc::new(certified), not_after))
 }
 
 /// The self-signed background task: ticks, then publishes the bundle *before* serving a leaf.

@@ -88,7 +88,7 @@ fn key_pem_reason(e: &pem::Error) -> String {
     }
 }
 
-fn from_unix(secs: i64) -> SystemTime {
+pub(crate) fn from_unix(secs: i64) -> SystemTime {
     if secs >= 0 {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
     } else {

@@ -1,11 +1,13 @@
-//! Serving certificates for the webhook: files reloaded on change, or an in-memory self-signed
-//! CA that rotates itself, plus the `certs generate` command.
+//! Serving certificates for the webhook: files reloaded on change, an in-memory self-signed CA
+//! that rotates itself (`--dev`), or a self-signed CA shared by every replica through a Secret
+//! (`--self-signed` in a cluster), plus the `certs generate` command.
 //!
 //! Owns: loading and validating certificate/key pairs, keeping the served pair current, the
 //! self-signed CA and its `caBundle`, expiry warnings and reload counters. It must not touch the
 //! Kubernetes API (patching `caBundle` into webhook configurations is the leader's job, fed by
-//! [`CertHandle::ca_bundle`] and [`CertHandle::watch_ca_bundle`]) nor bind sockets: the server
-//! puts [`CertHandle::resolver`] into its `rustls::ServerConfig`.
+//! [`CertHandle::ca_bundle`] and [`CertHandle::watch_ca_bundle`]; the shared CA's Secret is
+//! reached through the [`CaStore`] that `cluster` implements) nor bind sockets: the server puts
+//! [`CertHandle::resolver`] into its `rustls::ServerConfig`.
 //!
 //! # Files mode: poll and compare bytes
 //!
@@ -40,10 +42,23 @@
 //! passed does the new CA start signing, and a new leaf signed by it is served; (3) the old CA
 //! stays in the bundle until it expires. Within one tick the bundle is always stored before the
 //! leaf.
+//!
+//! # Shared mode: one CA in a Secret for every replica
+//!
+//! With several replicas, each needs a leaf the one published `caBundle` trusts, so the CA lives
+//! in a Secret ([`start_shared`], [`SharedCa`]). The leader creates and rotates it; every replica
+//! issues its own leaf from it, and the leader patches `caBundle` from it (and tells the handle
+//! when a patch succeeded: [`CertHandle::ca_bundle_published`]). The sequencing, the same as above
+//! but across processes and gated on the confirmed patch, is in `shared.rs`; why replicas poll
+//! the Secret rather than watch it, in `shared_run.rs`. Until a leaf from the shared CA is loaded
+//! the handle serves an expired placeholder and [`CertHandle::not_after`] is the Unix epoch, so
+//! readiness fails.
 
 mod authority;
 mod files;
 mod generate;
+mod shared;
+mod shared_run;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -58,6 +73,11 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::{oneshot, watch};
 
 pub use generate::{GenerateArgs, generate, service_dns_names};
+pub use shared::{
+    CA_CRT, CA_KEY, CaCert, CaSet, DATA_KEYS, LeafState, NEXT_CRT, NEXT_KEY, PREVIOUS_CRT, Published, Step, Timing,
+    leaf_due, plan,
+};
+pub use shared_run::{CaStore, Created, StoreError, Stored};
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -76,9 +96,26 @@ pub enum Source {
     /// `--tls-cert-file` (leaf first, then any intermediates) and `--tls-key-file`, reloaded on
     /// change.
     Files { cert: PathBuf, key: PathBuf },
-    /// `--self-signed`: an in-memory ECDSA P-256 CA and a leaf for `dns_names`.
+    /// `--dev`: an in-memory ECDSA P-256 CA and a leaf for `dns_names`.
     SelfSigned { dns_names: Vec<String>, validity: Duration, renew_before: Duration },
+    /// `--self-signed` in a cluster: a CA shared by every replica through a Secret; start it with
+    /// [`start_shared`], which takes the store.
+    Shared(SharedCa),
 }
+
+/// A self-signed CA kept in a Secret that every replica shares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedCa {
+    /// Names of the serving certificate.
+    pub dns_names: Vec<String>,
+    /// Name of the Secret (`--self-signed-ca-secret`), in coder-guard's namespace.
+    pub secret_name: String,
+    /// Validities and intervals.
+    pub timing: Timing,
+}
+
+/// Default name of the shared CA's Secret.
+pub const DEFAULT_CA_SECRET: &str = "coder-guard-ca";
 
 /// Knobs that production leaves at their defaults and tests shorten.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +170,15 @@ pub enum CertError {
     /// `--self-signed` settings that cannot work.
     #[error("--self-signed: {0}")]
     SelfSignedConfig(String),
+    /// The shared CA's store (Secret) cannot be read or written.
+    #[error("--self-signed: cannot use the shared CA in {store}: {reason}")]
+    CaStore { store: String, reason: String },
+    /// The shared CA's store holds something unusable. The reason never quotes it.
+    #[error(
+        "--self-signed: {store} holds no usable CA: {reason}; fix it, or delete it and the leader creates a new CA \
+         (the API server rejects the webhook until caBundle is patched with it, usually seconds)"
+    )]
+    CaInvalid { store: String, reason: String },
     /// rcgen failed to build a key or certificate.
     #[error("cannot generate the {what}: {source}")]
     Generate { what: &'static str, source: rcgen::Error },
@@ -185,8 +231,55 @@ pub async fn start_with(source: Source, options: Options) -> Result<CertHandle, 
             tokio::spawn(authority::run(authority, shared.clone(), options.poll_interval, stop_rx));
             shared
         }
+        Source::Shared(_) => {
+            return Err(CertError::SelfSignedConfig(
+                "a CA shared through a Secret needs the cluster (start it with certs::start_shared); use --dev for an \
+                 in-memory CA"
+                    .into(),
+            ));
+        }
     };
     Ok(CertHandle { shared, _stop: Arc::new(stop_tx) })
+}
+
+/// Serves leaves issued from a CA shared through `store` (`--self-signed` in a cluster); see
+/// `shared.rs`. Returns at once: until the first leaf from the shared CA is loaded, an expired
+/// placeholder is served and [`CertHandle::not_after`] is the Unix epoch (not ready). Tell the
+/// handle about leadership ([`CertHandle::set_leading`]) and confirmed `caBundle` patches
+/// ([`CertHandle::ca_bundle_published`]). Must be called within a Tokio runtime.
+pub fn start_shared<S: CaStore>(config: SharedCa, store: S) -> Result<CertHandle, CertError> {
+    let t = &config.timing;
+    authority::Settings {
+        dns_names: config.dns_names.clone(),
+        leaf_validity: t.leaf_validity,
+        renew_before: t.renew_before,
+        ca_validity: t.ca_validity,
+        publish_grace: t.publish_grace,
+    }
+    .validate()?;
+    if t.poll_interval.is_zero() {
+        return Err(CertError::SelfSignedConfig("the shared CA's poll interval must be more than zero".into()));
+    }
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let shared = Arc::new(Shared::new(placeholder()?, None));
+    tokio::spawn(shared_run::run(store, shared.clone(), config, stop_rx));
+    Ok(CertHandle { shared, _stop: Arc::new(stop_tx) })
+}
+
+/// What is served before the shared CA is loaded: a certificate no client trusts, expired at the
+/// Unix epoch.
+fn placeholder() -> Result<Served, CertError> {
+    use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
+    let error = |source| CertError::Generate { what: "placeholder certificate", source };
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(error)?;
+    let mut params = CertificateParams::new(vec!["coder-guard.invalid".to_owned()]).map_err(error)?;
+    params.not_before = UNIX_EPOCH.into();
+    params.not_after = UNIX_EPOCH.into();
+    let cert = params.self_signed(&key).map_err(error)?;
+    let der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let certified = CertifiedKey::from_der(vec![cert.der().clone()], der, &rustls::crypto::ring::default_provider())
+        .map_err(|e| CertError::SelfSignedConfig(format!("rustls rejected the generated key: {e}")))?;
+    Ok(Served { key: Arc::new(certified), not_after: UNIX_EPOCH })
 }
 
 /// Waits for the next tick; `None` once the handle's stop sender is dropped.
@@ -220,6 +313,8 @@ struct Shared {
     reload_errors: AtomicU64,
     certificate_tx: watch::Sender<u64>,
     ca_bundle_tx: watch::Sender<u64>,
+    /// Shared mode: leadership and the confirmed caBundle, from the caBundle patcher.
+    leader: watch::Sender<shared_run::LeaderView>,
 }
 
 impl Shared {
@@ -231,14 +326,22 @@ impl Shared {
             reload_errors: AtomicU64::new(0),
             certificate_tx: watch::Sender::new(0),
             ca_bundle_tx: watch::Sender::new(0),
+            leader: watch::Sender::new(shared_run::LeaderView::default()),
         }
     }
 
     /// Puts a new pair into service and tells watchers.
     fn serve(&self, served: Served) {
+        self.serve_counted(served, true);
+    }
+
+    /// [`Shared::serve`]; `count: false` for the first real pair after a placeholder, which is
+    /// not a reload.
+    fn serve_counted(&self, served: Served, count: bool) {
         self.served.store(Arc::new(served));
-        let n = self.reloads.fetch_add(1, Ordering::SeqCst) + 1;
-        self.certificate_tx.send_replace(n);
+        let n =
+            if count { self.reloads.fetch_add(1, Ordering::SeqCst) + 1 } else { self.reloads.load(Ordering::SeqCst) };
+        self.certificate_tx.send_modify(|v| *v = n);
     }
 
     /// Publishes a new CA bundle and tells watchers (the `caBundle` patcher).
@@ -304,6 +407,36 @@ impl CertHandle {
     pub fn watch_ca_bundle(&self) -> watch::Receiver<u64> {
         self.shared.ca_bundle_tx.subscribe()
     }
+
+    /// Shared mode: whether this replica leads, and so creates and rotates the shared CA. Losing
+    /// leadership forgets the confirmed `caBundle`. Ignored in other modes.
+    pub fn set_leading(&self, leading: bool) {
+        self.shared.leader.send_if_modified(|view| {
+            if view.leading == leading {
+                return false;
+            }
+            view.leading = leading;
+            if !leading {
+                view.published = None;
+            }
+            true
+        });
+    }
+
+    /// Shared mode: `pem` (a bundle from [`CertHandle::ca_bundle`]) is now the `caBundle` of
+    /// every webhook of both configurations, as a patch (or a check that found nothing to patch)
+    /// confirmed. A next CA signs only after it has been confirmed for the publish grace.
+    /// Ignored in other modes and when not leading.
+    pub fn ca_bundle_published(&self, pem: &[u8]) {
+        self.shared.leader.send_if_modified(|view| match &view.published {
+            _ if !view.leading => false,
+            Some(p) if p.bundle == pem => false,
+            _ => {
+                view.published = Some(Published { bundle: pem.to_vec(), since: SystemTime::now() });
+                true
+            }
+        });
+    }
 }
 
 impl fmt::Debug for CertHandle {
@@ -358,5 +491,7 @@ pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
     }
 }
 
+#[cfg(test)]
+mod shared_tests;
 #[cfg(test)]
 mod tests;

@@ -17,7 +17,7 @@
 //! # RBAC
 //!
 //! Exactly these rules, nothing broader (also as data: [`rbac_rules`], [`lease_rbac_rules`],
-//! [`ca_bundle_rbac_rules`]):
+//! [`ca_bundle_rbac_rules`], [`ca_secret_rbac_rules`]):
 //!
 //! | what | apiGroups | resources | resourceNames | verbs |
 //! |---|---|---|---|---|
@@ -28,17 +28,29 @@
 //! | leader election | `coordination.k8s.io` | `leases` | the Lease | get, update |
 //! | caBundle | `admissionregistration.k8s.io` | `validatingwebhookconfigurations` | the configuration | get, patch |
 //! | caBundle | `admissionregistration.k8s.io` | `mutatingwebhookconfigurations` | the configuration | get, patch |
+//! | shared CA | `""` | `secrets` | | create |
+//! | shared CA | `""` | `secrets` | the CA Secret (`coder-guard-ca`) | get, update |
+//! | uninstall hook | `admissionregistration.k8s.io` | `validatingwebhookconfigurations`, `mutatingwebhookconfigurations` | the configuration | delete |
 //!
 //! The cache rules go in a ClusterRole, or, when the cache is limited to namespaces
 //! (`Cache::start(client, Some(namespaces))`), in a Role in each of them. The lease rules go in
 //! a Role in the Lease's namespace (`create` cannot be limited by name: Kubernetes does not
 //! know the name before the object exists). The caBundle rules go in a ClusterRole and are only
-//! needed when coder-guard manages its own serving certificate.
+//! needed when coder-guard manages its own serving certificate. So are the shared-CA rules
+//! ([`CaSecret`], `--self-signed`), which go in a Role in coder-guard's namespace: every replica
+//! polls the Secret with `get` (no `list`/`watch`, see `certs/shared_run.rs`); the leader
+//! `create`s it (not limitable by name) and rotates it with `update`. The uninstall rules
+//! ([`uninstall_rbac_rules`]) belong to `coder-guard uninstall-webhooks`, which the Helm chart
+//! runs as a pre-delete hook under a service account of its own. [`rbac::grants`] assembles all
+//! of them (`coder-guard manifests rbac`).
 
 mod ca_bundle;
+mod ca_secret;
 mod cache;
 mod feed;
 mod lease;
+pub mod rbac;
+mod uninstall;
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::core::{ApiResource, GroupVersionKind};
@@ -46,8 +58,10 @@ use kube::core::{ApiResource, GroupVersionKind};
 use crate::policy::Kind;
 
 pub use ca_bundle::{CaBundleError, CaBundlePatched, patch_ca_bundle};
+pub use ca_secret::{CaSecret, MANAGED_BY, ca_secret_rbac_rules};
 pub use cache::{Cache, ConfirmError};
 pub use lease::{Leadership, LeaseError, LeaseParams};
+pub use uninstall::{Removal, UninstallError, Uninstalled, delete_webhook_configurations, uninstall_rbac_rules};
 
 /// The kinds the cache watches: every kind a rule looks up or that makes a claim.
 pub const WATCHED_KINDS: [Kind; 7] = [

@@ -36,6 +36,9 @@ pub struct Config {
     pub timeout: Duration,
     /// Events' reporting instance (the Pod name).
     pub identity: String,
+    /// Reconciles of one kind that run at once (each talks to coderd, whose API is
+    /// rate-limited per user).
+    pub concurrency: u16,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             slow: Duration::from_secs(900),
             timeout: Duration::from_secs(15),
             identity: "coder-guard".to_owned(),
+            concurrency: 4,
         }
     }
 }

@@ -101,7 +101,8 @@ async fn drive<K: Dependencies>(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let kube = ctx.kube.clone();
-    let controller = Controller::new(Api::<K>::all(kube.clone()), watcher::Config::default());
+    let controller = Controller::new(Api::<K>::all(kube.clone()), watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency));
     let store = controller.store();
     // Metadata only: a Secret's data never reaches this watch.
     let secrets = Api::<PartialObjectMeta<KubeSecret>>::all(kube.clone());

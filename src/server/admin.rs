@@ -74,6 +74,10 @@ impl Admin {
         let certificate = match &self.cert {
             None => Check { name: "certificate", ok: true, detail: "webhook disabled" },
             Some(c) if c.not_after() > SystemTime::now() => Check { name: "certificate", ok: true, detail: "loaded" },
+            // The shared self-signed CA serves an epoch-dated placeholder until its first leaf.
+            Some(c) if c.not_after() <= SystemTime::UNIX_EPOCH => {
+                Check { name: "certificate", ok: false, detail: "waiting for the first serving certificate" }
+            }
             Some(_) => Check { name: "certificate", ok: false, detail: "the serving certificate has expired" },
         };
         let flag = |name, ok, good, bad| Check { name, ok, detail: if ok { good } else { bad } };

@@ -106,9 +106,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), RunError> {
     let ServeConfig { settings, certificates, cluster, shutdown_delay, drain_timeout, dev } = config;
     install_panic_hook();
 
-    // 1. Certificates before anything binds.
-    let cert = match certificates {
-        Some(source) => Some(certs::start(source).await?),
+    // 1. Certificates before anything binds; a CA shared through a Secret once the cluster is
+    //    reached (readiness waits for its first leaf).
+    let mut cert = match &certificates {
+        Some(certs::Source::Shared(_)) if matches!(cluster, ClusterMode::Connect { .. }) => None,
+        Some(source) => Some(certs::start(source.clone()).await?),
         None => None,
     };
 
@@ -124,6 +126,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), RunError> {
             let namespaces = (!namespaces.is_empty()).then(|| namespaces.clone());
             let cache = Arc::new(Cache::start(client.clone(), namespaces));
             let lease_namespace = lease_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+            if let Some(certs::Source::Shared(shared)) = &certificates {
+                let secret = cluster::CaSecret::new(client.clone(), &lease_namespace, &shared.secret_name);
+                cert = Some(certs::start_shared(shared.clone(), secret)?);
+            }
             (Some(client), cache as Arc<dyn Objects>, Some((lease_namespace, identity.clone())))
         }
     };
@@ -210,23 +216,27 @@ fn load_objects(paths: &[PathBuf]) -> Result<Index, RunError> {
 }
 
 /// As leader, keeps `caBundle` of the `coder-guard` webhook configurations equal to the CA
-/// bundle: when the bundle changes, on gaining leadership, and every minute.
+/// bundle: when the bundle changes, on gaining leadership, and every minute. Tells the
+/// certificates whether this replica leads and which bundle a patch confirmed: a shared CA is
+/// created and rotated by the leader, and a new CA signs only once confirmed.
 async fn keep_ca_bundle(client: Client, cert: CertHandle, mut leader: watch::Receiver<bool>, mut stop: Watch) {
     let mut bundles = cert.watch_ca_bundle();
     loop {
         let mut wait = CA_BUNDLE_RESYNC;
-        if *leader.borrow_and_update()
-            && let Some(pem) = cert.ca_bundle()
-        {
+        let leading = *leader.borrow_and_update();
+        cert.set_leading(leading);
+        if leading && let Some(pem) = cert.ca_bundle() {
             match cluster::patch_ca_bundle(&client, CONFIGURATION_NAME, CONFIGURATION_NAME, &pem).await {
-                Ok(p) if p.validating + p.mutating > 0 => {
-                    info!(
-                        validating = p.validating,
-                        mutating = p.mutating,
-                        "caBundle updated in the webhook configurations"
-                    );
+                Ok(p) => {
+                    if p.validating + p.mutating > 0 {
+                        info!(
+                            validating = p.validating,
+                            mutating = p.mutating,
+                            "caBundle updated in the webhook configurations"
+                        );
+                    }
+                    cert.ca_bundle_published(&pem);
                 }
-                Ok(_) => {}
                 Err(e) => {
                     warn!(error = %e, retry_in = %GoDuration(CA_BUNDLE_RETRY), "cannot update caBundle");
                     wait = CA_BUNDLE_RETRY;

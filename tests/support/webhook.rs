@@ -63,6 +63,9 @@ const GRACE_SECS: u32 = 10;
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `coder-guard serve` for the test binary's API server.
+/// Whether this test binary's coder-guard runs the reconcile loop (set by the first caller).
+static RECONCILE: OnceLock<bool> = OnceLock::new();
+
 pub struct CoderGuard {
     api: &'static ApiServer,
     /// Serving certificate, key, CA; removed by the last watchdog.
@@ -130,7 +133,23 @@ impl Drop for Outage {
 impl CoderGuard {
     /// The running webhook, started on first use; `None` when the API server is skipped here.
     /// Panics with the reason (and the log's end) when coder-guard cannot start.
+    ///
+    /// Runs with `--no-reconcile`: tests name coderd hosts such as `coder.example.com`, and the
+    /// loop would call them. Suites that need the loop use [`Self::shared_with_reconcile_or_skip`].
     pub fn shared_or_skip() -> Option<Serving> {
+        Self::serving(false)
+    }
+
+    /// Like [`Self::shared_or_skip`], with the reconcile loop running (leader of the Lease).
+    /// Its CoderInstances must point at loopback coderds (the fake). One test binary uses one
+    /// of the two.
+    pub fn shared_with_reconcile_or_skip() -> Option<Serving> {
+        Self::serving(true)
+    }
+
+    fn serving(reconcile: bool) -> Option<Serving> {
+        let mode = RECONCILE.get_or_init(|| reconcile);
+        assert_eq!(*mode, reconcile, "one test binary starts coder-guard either with or without the reconcile loop");
         let guard = Self::instance()?;
         let shared = SERVING.read().unwrap_or_else(PoisonError::into_inner);
         Some(Serving { guard, _shared: shared })
@@ -162,6 +181,11 @@ impl CoderGuard {
     /// `https://127.0.0.1:<port>`, the webhook's base URL.
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.webhook_port)
+    }
+
+    /// `http://127.0.0.1:<admin port>` (probes and `/metrics`).
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
     }
 
     /// `target/e2e-logs/<test-binary>/coder-guard.log`.
@@ -253,6 +277,7 @@ impl CoderGuard {
             .arg(format!("--listen=127.0.0.1:{}", self.webhook_port))
             .arg(format!("--admin-listen=127.0.0.1:{}", self.admin_port))
             .args(["--shutdown-delay=0s", "--drain-timeout=2s"])
+            .args((!RECONCILE.get().copied().unwrap_or(false)).then_some("--no-reconcile"))
             .env("KUBECONFIG", self.api.kubeconfig())
             .env("POD_NAMESPACE", OWN_NAMESPACE)
             .env_remove("CODER_GUARD_CONFIG")
@@ -418,7 +443,7 @@ fn probe_prerequisites(ns: &str) -> Vec<Value> {
                "stringData": {"token": "probe-token-value"}}),
         json!({"apiVersion": "coderd.coder.com/v1alpha1", "kind": "CoderInstance",
                "metadata": {"name": "main", "namespace": ns},
-               "spec": {"url": "https://coder.example.com", "tokenSecretRef": {"name": "probe-token"}}}),
+               "spec": {"url": "https://127.0.0.1:9", "tokenSecretRef": {"name": "probe-token"}}}),
         json!({"apiVersion": "coderd.coder.com/v1alpha1", "kind": "CoderProvisionerKey",
                "metadata": {"name": "probe", "namespace": ns}, "spec": {"instanceRef": {"name": "main"}}}),
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "probe-provisioner-key", "namespace": ns},

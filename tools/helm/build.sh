@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Build the Helm CLI used by the chart tests (tests/helm_chart.rs):
+#   helm     (helm.sh/helm/v4/cmd/helm, version pinned in go.mod)
+#   crds/    CRDs of cert-manager and prometheus-operator for server-side dry-runs of the
+#            chart's optional objects (test-crds.txt: Go modules, pinned by version and hash)
+#
+#   tools/helm/build.sh [OUTDIR]      default OUTDIR: <repo>/target/helm-test-assets
+#
+# Works from any directory (a relative OUTDIR is taken relative to the caller's cwd). A no-op
+# taking well under a second when OUTDIR/.build-stamp matches the hash of go.mod, go.sum,
+# build.sh, test-crds.txt and the Go version and the outputs exist. Go's module and build caches stay at their
+# defaults (go env GOMODCACHE / GOCACHE), so rebuilds on the same machine are warm. Needs the
+# module proxy only when the module cache lacks something.
+#
+# Exit status: 0 built or current; 1 the build failed; 2 Go is missing or too old.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+REPO=$(cd "$HERE/../.." && pwd -P)
+OUT=${1:-$REPO/target/helm-test-assets}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd -P)
+cd "$HERE"
+
+export GOTOOLCHAIN=local          # never download another Go toolchain
+export GOWORK=off
+export CGO_ENABLED=0
+export GOFLAGS="-mod=readonly -buildvcs=false"   # go.mod/go.sum are committed; never edit them here
+
+T0=$(date +%s.%N)
+LAST=$T0
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fs", b - a }'; }
+step_done() {  # step_done "what": prints the time since the previous step
+  local now; now=$(date +%s.%N)
+  printf '==> %-40s %8s  (total %s)\n' "$1" "$(elapsed "$LAST" "$now")" "$(elapsed "$T0" "$now")"
+  LAST=$now
+}
+die() { echo "ERROR: $*" >&2; exit 1; }
+no_go() { echo "ERROR: $*" >&2; exit 2; }
+
+# ---- Go present and recent enough -------------------------------------------
+[ -f go.mod ] && [ -f go.sum ] || die "$HERE/go.mod or go.sum is missing; create them with tools/helm/update.sh <helm-version>"
+GO_NEED=$(sed -n 's/^go[[:space:]]\{1,\}\([0-9][0-9.]*\)[[:space:]]*$/\1/p' go.mod)
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+  export PATH=/usr/local/go/bin:$PATH
+fi
+command -v go >/dev/null 2>&1 ||
+  no_go "'go' not found on PATH. Building helm needs Go >= $GO_NEED: install it from https://go.dev/dl/ (e.g. to /usr/local/go) and add its bin/ to PATH."
+GOENV=$(go env GOVERSION GOOS GOARCH) || die "'go env' failed"
+GOVERSION=$(sed -n 1p <<<"$GOENV"); GOOS=$(sed -n 2p <<<"$GOENV"); GOARCH=$(sed -n 3p <<<"$GOENV")
+GOV=${GOVERSION#go}
+if [ "$(printf '%s\n%s\n' "$GO_NEED" "$GOV" | sort -V | head -n1)" != "$GO_NEED" ]; then
+  no_go "'$(command -v go)' is $GOVERSION but tools/helm/go.mod needs Go >= $GO_NEED (GOTOOLCHAIN=local: no automatic toolchain download). Install Go >= $GO_NEED from https://go.dev/dl/ and put it first on PATH."
+fi
+
+# ---- Up to date? ----------------------------------------------------------------
+STAMP_FILE=$OUT/.build-stamp
+HASH=$( { sha256sum go.mod go.sum build.sh test-crds.txt; echo "$GOVERSION $GOOS/$GOARCH"; } | sha256sum | cut -d' ' -f1)
+# the CRD files, as listed in test-crds.txt (fields: module version hash path)
+mapfile -t CRD_LINES < <(grep -v '^[[:space:]]*\(#\|$\)' test-crds.txt)
+crd_files_present() {
+  local line f; for line in "${CRD_LINES[@]}"; do
+    f=$(awk '{print $4}' <<<"$line"); [ -s "$OUT/crds/$(basename "$f")" ] || return 1
+  done
+}
+
+show_version() { "$OUT/helm" version --template 'helm {{.Version}} (tree {{.GitTreeState}}, {{.GoVersion}}, client-go {{.KubeClientVersion}})'; echo; }
+up_to_date() { [ -f "$STAMP_FILE" ] && [ "$(head -n1 "$STAMP_FILE")" = "$HASH" ] && [ -x "$OUT/helm" ] && crd_files_present; }
+
+if up_to_date; then
+  step_done "up to date ($OUT)"
+  show_version
+  step_done "helm version"
+  exit 0
+fi
+
+# serialize concurrent builds into the same OUTDIR
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$OUT/.build.lock"
+  flock 9
+  if up_to_date; then step_done "up to date (built by a concurrent run)"; show_version; exit 0; fi
+fi
+rm -f "$STAMP_FILE"
+echo "Building into $OUT with $GOVERSION $GOOS/$GOARCH (GOMODCACHE=$(go env GOMODCACHE), GOCACHE=$(go env GOCACHE))"
+
+# ---- Version from the module graph ------------------------------------------------
+HV=$(go list -m -f '{{.Version}}' helm.sh/helm/v4)    # v4.3.1
+[[ $HV =~ ^v4\.[0-9]+\.[0-9]+$ ]] || die "unexpected helm.sh/helm/v4 version '$HV' in go.mod"
+echo "Helm $HV"
+step_done "read version from go.mod"
+
+# What Helm's own Makefile sets (gitCommit stays empty: the module proxy does not record it).
+LDF="-s -w -X helm.sh/helm/v4/internal/version.version=$HV -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
+
+NICE=(); command -v nice >/dev/null 2>&1 && NICE=(nice -n 10)
+
+# ---- Download (no-op when GOMODCACHE is warm; verified against go.sum) ------------
+"${NICE[@]}" go list -deps helm.sh/helm/v4/cmd/helm >/dev/null
+step_done "modules present (go list -deps)"
+
+# ---- Build ----------------------------------------------------------------------------
+"${NICE[@]}" go build -trimpath -ldflags "$LDF" -o "$OUT/helm.tmp" helm.sh/helm/v4/cmd/helm
+mv -f "$OUT/helm.tmp" "$OUT/helm"
+step_done "go build helm"
+
+# ---- Check ----------------------------------------------------------------------------
+VOUT=$("$OUT/helm" version --template '{{.Version}}' 2>&1) || { echo "$VOUT" >&2; die "the freshly built helm failed 'helm version'"; }
+[ "$VOUT" = "$HV" ] || die "helm version reports '$VOUT', expected $HV"
+show_version
+step_done "helm version check"
+
+# ---- Test CRDs ------------------------------------------------------------------------
+rm -rf "$OUT/crds.tmp"; mkdir -p "$OUT/crds.tmp"
+for line in "${CRD_LINES[@]}"; do
+  read -r MOD VER SUM FILE _ <<<"$line"
+  J=$(go mod download -json "$MOD@$VER") || die "go mod download $MOD@$VER failed: $J"
+  GOT=$(sed -n 's/^[[:space:]]*"Sum": "\(.*\)",\{0,1\}$/\1/p' <<<"$J")
+  DIR=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$J")
+  [ "$GOT" = "$SUM" ] || die "$MOD@$VER has hash '$GOT', test-crds.txt pins '$SUM'"
+  [ -f "$DIR/$FILE" ] || die "$MOD@$VER has no $FILE"
+  cp "$DIR/$FILE" "$OUT/crds.tmp/"
+  chmod 644 "$OUT/crds.tmp/$(basename "$FILE")"
+done
+rm -rf "$OUT/crds"; mv "$OUT/crds.tmp" "$OUT/crds"
+step_done "test CRDs (${#CRD_LINES[@]} files)"
+
+{ echo "$HASH"
+  echo "# tools/helm/build.sh stamp: sha256(go.mod go.sum build.sh test-crds.txt + Go version)"
+  echo "helm=$HV go=$GOVERSION $GOOS/$GOARCH"
+} > "$STAMP_FILE"
+ls -l "$OUT/helm" "$OUT/crds"
+step_done "done"
