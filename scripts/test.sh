@@ -16,44 +16,36 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
-# The end-to-end tests run a real etcd and kube-apiserver (tests/support/apiserver.rs), built
-# from source by tools/k8s/build.sh: minutes the first time, well under a second when current.
-step "tools/k8s/build.sh (kube-apiserver, etcd, kubectl for the end-to-end tests)"
+# Tools the tests run are built from the Go module proxy: tools/k8s/build.sh (a real etcd,
+# kube-apiserver and kubectl for the end-to-end tests) and tools/helm/build.sh (helm and the
+# cert-manager/prometheus-operator CRDs for the chart tests). Minutes the first time, well under
+# a second when current.
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
   export PATH=/usr/local/go/bin:$PATH
 fi
-if command -v go >/dev/null 2>&1; then
-  t0=$(date +%s.%N)
-  export K8S_TEST_ASSETS=${K8S_TEST_ASSETS:-$PWD/target/k8s-test-assets}
-  bash tools/k8s/build.sh "$K8S_TEST_ASSETS"
-  echo "build step took $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')s"
-elif [ "${CI:-}" = true ]; then
-  GO_NEED=$(sed -n 's/^go[[:space:]]\{1,\}\([0-9][0-9.]*\)[[:space:]]*$/\1/p' tools/k8s/go.mod)
-  echo "ERROR: CI=true but 'go' is not installed. The end-to-end tests need Go >= $GO_NEED to build" \
-    "kube-apiserver, etcd and kubectl: install it from https://go.dev/dl/ into /usr/local/go." >&2
-  exit 2
-else
-  echo "NOTE: 'go' not found: the end-to-end tests (tests/e2e_*.rs) will be skipped." \
-    "Install Go (https://go.dev/dl/, into /usr/local/go) to run them."
-fi
 
-# The chart tests (tests/helm_chart.rs) run the real helm, built from the Go module proxy by
-# tools/helm/build.sh: about 2 minutes the first time, well under a second when current.
-step "tools/helm/build.sh (helm and the cert-manager/prometheus-operator CRDs for the chart tests)"
-if command -v go >/dev/null 2>&1; then
-  t0=$(date +%s.%N)
-  export HELM_TEST_ASSETS=${HELM_TEST_ASSETS:-$PWD/target/helm-test-assets}
-  bash tools/helm/build.sh "$HELM_TEST_ASSETS"
-  echo "build step took $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')s"
-elif [ "${CI:-}" = true ]; then
-  GO_NEED=$(sed -n 's/^go[[:space:]]\{1,\}\([0-9][0-9.]*\)[[:space:]]*$/\1/p' tools/helm/go.mod)
-  echo "ERROR: CI=true but 'go' is not installed. The chart tests need Go >= $GO_NEED to build helm:" \
-    "install it from https://go.dev/dl/ into /usr/local/go." >&2
-  exit 2
-else
-  echo "NOTE: 'go' not found: the chart tests (tests/helm_chart.rs) will be skipped." \
-    "Install Go (https://go.dev/dl/, into /usr/local/go) to run them."
-fi
+# go_tool DIR ASSETS_VAR WHO: builds tools/DIR into $ASSETS_VAR (default target/DIR-test-assets)
+# for the tests named WHO; without Go, fails under CI=true and skips them otherwise.
+go_tool() {
+  local dir=$1 var=$2 who=$3
+  step "tools/$dir/build.sh (for $who)"
+  if command -v go >/dev/null 2>&1; then
+    local t0; t0=$(date +%s.%N)
+    export "$var=${!var:-$PWD/target/$dir-test-assets}"
+    bash "tools/$dir/build.sh" "${!var}"
+    echo "build step took $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')s"
+  elif [ "${CI:-}" = true ]; then
+    local need; need=$(sed -n 's/^go[[:space:]]\{1,\}\([0-9][0-9.]*\)[[:space:]]*$/\1/p' "tools/$dir/go.mod")
+    echo "ERROR: CI=true but 'go' is not installed. The $who need Go >= $need: install it from" \
+      "https://go.dev/dl/ into /usr/local/go." >&2
+    exit 2
+  else
+    echo "NOTE: 'go' not found: the $who will be skipped. Install Go (https://go.dev/dl/, into" \
+      "/usr/local/go) to run them."
+  fi
+}
+go_tool k8s K8S_TEST_ASSETS "end-to-end tests (tests/e2e_*.rs)"
+go_tool helm HELM_TEST_ASSETS "chart tests (tests/helm_chart.rs)"
 
 step "cargo test"
 # Plain `cargo test`: benches have `test = false`, which `--all-targets` would override.

@@ -19,7 +19,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use coder_guard::cluster::rbac::{self, RbacOptions, Scope};
 use serde_json::{Value, json};
 use support::apiserver::ApiServer;
-use support::{repo_dir, run_bounded, text};
+use support::{go_installed, is_ci, repo_dir, run_bounded, target_dir, text};
 
 /// Upper bound for one `helm` run.
 const HELM_TIMEOUT: Duration = Duration::from_secs(120);
@@ -331,24 +331,6 @@ fn parse_stream(yaml: &str) -> Vec<Value> {
     let (docs, err) = coder_guard::yaml::parse_documents(yaml);
     assert_eq!(err, None, "helm printed YAML that does not parse:\n{yaml}");
     docs.into_iter().map(|d| d.value).filter(|v| !v.is_null()).collect()
-}
-
-fn go_installed() -> bool {
-    let on_path =
-        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("go").is_file()));
-    on_path || Path::new("/usr/local/go/bin/go").is_file()
-}
-
-fn is_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
-        Some(dir) if dir.is_absolute() => dir,
-        Some(dir) => repo_dir().join(dir),
-        None => repo_dir().join("target"),
-    }
 }
 
 // === Rendered objects ===

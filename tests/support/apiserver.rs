@@ -259,7 +259,7 @@ impl ApiServer {
             .tempdir()
             .map_err(|e| format!("cannot create a temp dir: {e}"))?
             .keep();
-        let logs = target_dir().join("e2e-logs").join(test_binary_name());
+        let logs = super::target_dir().join("e2e-logs").join(test_binary_name());
         fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
         say(&format!("e2e: starting etcd and kube-apiserver; logs in {}", logs.display()));
 
@@ -414,8 +414,8 @@ fn assets() -> Result<Option<PathBuf>, String> {
         }
         return Ok(Some(dir));
     }
-    if !go_installed() {
-        if is_ci() {
+    if !super::go_installed() {
+        if super::is_ci() {
             return Err("CI=true but `go` is not installed (neither on PATH nor in /usr/local/go/bin): the \
                  end-to-end tests build kube-apiserver, etcd and kubectl with tools/k8s/build.sh, which needs \
                  the Go version named in tools/k8s/go.mod. Install it from https://go.dev/dl/ into /usr/local/go."
@@ -423,7 +423,7 @@ fn assets() -> Result<Option<PathBuf>, String> {
         }
         return Ok(None);
     }
-    let out_dir = target_dir().join("k8s-test-assets");
+    let out_dir = super::target_dir().join("k8s-test-assets");
     let script = super::repo_dir().join("tools/k8s/build.sh");
     let started = Instant::now();
     let mut cmd = Command::new("bash");
@@ -440,25 +440,6 @@ fn assets() -> Result<Option<PathBuf>, String> {
     }
     say(&format!("e2e: tools/k8s/build.sh took {:.1}s", started.elapsed().as_secs_f64()));
     Ok(Some(out_dir))
-}
-
-fn go_installed() -> bool {
-    let on_path =
-        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("go").is_file()));
-    on_path || Path::new("/usr/local/go/bin/go").is_file()
-}
-
-fn is_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-/// `$CARGO_TARGET_DIR`, or `target/` in the repository.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
-        Some(dir) if dir.is_absolute() => dir,
-        Some(dir) => super::repo_dir().join(dir),
-        None => super::repo_dir().join("target"),
-    }
 }
 
 /// `e2e_crds` for `target/debug/deps/e2e_crds-0123456789abcdef`.

@@ -109,3 +109,24 @@ pub fn run_bounded(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// Whether Go is on PATH or in /usr/local/go.
+pub fn go_installed() -> bool {
+    let on_path =
+        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("go").is_file()));
+    on_path || Path::new("/usr/local/go/bin/go").is_file()
+}
+
+/// Whether `CI` is `true` or `1`.
+pub fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// `$CARGO_TARGET_DIR`, or `target/` in the repository.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => repo_dir().join(dir),
+        None => repo_dir().join("target"),
+    }
+}

@@ -22,40 +22,13 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd -P)
 cd "$HERE"
 
-export GOTOOLCHAIN=local          # never download another Go toolchain
-export GOWORK=off
-export CGO_ENABLED=0
-export GOFLAGS="-mod=readonly -buildvcs=false"   # go.mod/go.sum are committed; never edit them here
-
-T0=$(date +%s.%N)
-LAST=$T0
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fs", b - a }'; }
-step_done() {  # step_done "what": prints the time since the previous step
-  local now; now=$(date +%s.%N)
-  printf '==> %-40s %8s  (total %s)\n' "$1" "$(elapsed "$LAST" "$now")" "$(elapsed "$T0" "$now")"
-  LAST=$now
-}
-die() { echo "ERROR: $*" >&2; exit 1; }
-no_go() { echo "ERROR: $*" >&2; exit 2; }
-
-# ---- Go present and recent enough -------------------------------------------
-[ -f go.mod ] && [ -f go.sum ] || die "$HERE/go.mod or go.sum is missing; create them with tools/helm/update.sh <helm-version>"
-GO_NEED=$(sed -n 's/^go[[:space:]]\{1,\}\([0-9][0-9.]*\)[[:space:]]*$/\1/p' go.mod)
-if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
-  export PATH=/usr/local/go/bin:$PATH
-fi
-command -v go >/dev/null 2>&1 ||
-  no_go "'go' not found on PATH. Building helm needs Go >= $GO_NEED: install it from https://go.dev/dl/ (e.g. to /usr/local/go) and add its bin/ to PATH."
-GOENV=$(go env GOVERSION GOOS GOARCH) || die "'go env' failed"
-GOVERSION=$(sed -n 1p <<<"$GOENV"); GOOS=$(sed -n 2p <<<"$GOENV"); GOARCH=$(sed -n 3p <<<"$GOENV")
-GOV=${GOVERSION#go}
-if [ "$(printf '%s\n%s\n' "$GO_NEED" "$GOV" | sort -V | head -n1)" != "$GO_NEED" ]; then
-  no_go "'$(command -v go)' is $GOVERSION but tools/helm/go.mod needs Go >= $GO_NEED (GOTOOLCHAIN=local: no automatic toolchain download). Install Go >= $GO_NEED from https://go.dev/dl/ and put it first on PATH."
-fi
+# shellcheck source=../go-build-lib.sh
+source "$HERE/../go-build-lib.sh"
+require_go "helm" "tools/helm/update.sh <helm-version>"
 
 # ---- Up to date? ----------------------------------------------------------------
 STAMP_FILE=$OUT/.build-stamp
-HASH=$( { sha256sum go.mod go.sum build.sh test-crds.txt; echo "$GOVERSION $GOOS/$GOARCH"; } | sha256sum | cut -d' ' -f1)
+HASH=$( { sha256sum go.mod go.sum build.sh ../go-build-lib.sh test-crds.txt; echo "$GOVERSION $GOOS/$GOARCH"; } | sha256sum | cut -d' ' -f1)
 # the CRD files, as listed in test-crds.txt (fields: module version hash path)
 mapfile -t CRD_LINES < <(grep -v '^[[:space:]]*\(#\|$\)' test-crds.txt)
 crd_files_present() {

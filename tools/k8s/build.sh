@@ -11,6 +11,8 @@
 # three binaries exist. Go's module and build caches stay at their defaults
 # (go env GOMODCACHE / GOCACHE), so rebuilds on the same machine are warm.
 # Needs the module proxy only when the module cache lacks something.
+#
+# Exit status: 0 built or current; 1 the build failed; 2 Go is missing or too old.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
@@ -20,40 +22,14 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd -P)
 cd "$HERE"
 
-export GOTOOLCHAIN=local          # never download another Go toolchain
-export GOWORK=off
-export CGO_ENABLED=0
-export GOFLAGS="-mod=readonly -buildvcs=false"   # go.mod/go.sum are committed; never edit them here
-
-T0=$(date +%s.%N)
-LAST=$T0
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fs", b - a }'; }
-step_done() {  # step_done "what": prints the time since the previous step
-  local now; now=$(date +%s.%N)
-  printf '==> %-40s %8s  (total %s)\n' "$1" "$(elapsed "$LAST" "$now")" "$(elapsed "$T0" "$now")"
-  LAST=$now
-}
-die() { echo "ERROR: $*" >&2; exit 1; }
-
-# ---- Go present and recent enough -------------------------------------------
-[ -f go.mod ] && [ -f go.sum ] || die "$HERE/go.mod or go.sum is missing; create them with tools/k8s/update.sh <kubernetes-version>"
-GO_NEED=$(sed -n 's/^go[[:space:]]\{1,\}\([0-9][0-9.]*\)[[:space:]]*$/\1/p' go.mod)
-if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
-  export PATH=/usr/local/go/bin:$PATH
-fi
-command -v go >/dev/null 2>&1 ||
-  die "'go' not found on PATH. Building kube-apiserver/kubectl/etcd needs Go >= $GO_NEED: install it from https://go.dev/dl/ (e.g. to /usr/local/go) and add its bin/ to PATH."
-GOENV=$(go env GOVERSION GOOS GOARCH) || die "'go env' failed"
-GOVERSION=$(sed -n 1p <<<"$GOENV"); GOOS=$(sed -n 2p <<<"$GOENV"); GOARCH=$(sed -n 3p <<<"$GOENV")
-GOV=${GOVERSION#go}
-if [ "$(printf '%s\n%s\n' "$GO_NEED" "$GOV" | sort -V | head -n1)" != "$GO_NEED" ]; then
-  die "'$(command -v go)' is $GOVERSION but tools/k8s/go.mod needs Go >= $GO_NEED (GOTOOLCHAIN=local: no automatic toolchain download). Install Go >= $GO_NEED from https://go.dev/dl/ and put it first on PATH."
-fi
+# shellcheck source=../go-build-lib.sh
+source "$HERE/../go-build-lib.sh"
+require_go "kube-apiserver/kubectl/etcd" "tools/k8s/update.sh <kubernetes-version>"
 
 # ---- Up to date? ----------------------------------------------------------------
 BINS=(kube-apiserver kubectl etcd)
 STAMP_FILE=$OUT/.build-stamp
-HASH=$( { sha256sum go.mod go.sum build.sh cmd/etcd/main.go; echo "$GOVERSION $GOOS/$GOARCH"; } | sha256sum | cut -d' ' -f1)
+HASH=$( { sha256sum go.mod go.sum build.sh ../go-build-lib.sh cmd/etcd/main.go; echo "$GOVERSION $GOOS/$GOARCH"; } | sha256sum | cut -d' ' -f1)
 
 show_versions() {
   "$OUT/kube-apiserver" --version
