@@ -16,7 +16,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use tracing::info;
 
-use super::organization::{Removal, finish_cleanup};
+use super::cleanup::{Removal, finish_cleanup};
 use super::outcome::{Report, Surface, Wait, digest};
 use super::status::{self, FINALIZER};
 use super::{Context, Dependencies, Error};

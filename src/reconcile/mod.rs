@@ -13,6 +13,7 @@
 //! status keeps names and salted digests.
 
 mod ai_provider;
+mod cleanup;
 mod context;
 mod instance;
 mod metrics;
