@@ -37,3 +37,15 @@ require_go() {
     no_go "'$(command -v go)' is $GOVERSION but $PWD/go.mod needs Go >= $GO_NEED (GOTOOLCHAIN=local: no automatic toolchain download). Install Go >= $GO_NEED from https://go.dev/dl/ and put it first on PATH."
   fi
 }
+
+# build_go_binary PACKAGE NAME LDFLAGS: fetches what PACKAGE needs (a no-op with a warm module
+# cache; verified against go.sum) and builds it, at low priority, into $OUT/NAME atomically.
+build_go_binary() {
+  local pkg=$1 name=$2 ldf=$3 nice=()
+  command -v nice >/dev/null 2>&1 && nice=(nice -n 10)
+  "${nice[@]}" go list -deps "$pkg" >/dev/null
+  step_done "modules present (go list -deps)"
+  "${nice[@]}" go build -trimpath -ldflags "$ldf" -o "$OUT/$name.tmp" "$pkg"
+  mv -f "$OUT/$name.tmp" "$OUT/$name"
+  step_done "go build $name"
+}

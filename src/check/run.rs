@@ -1,8 +1,11 @@
 //! The `check` pipeline: index every input (pass 1), then evaluate each object against that
-//! index (pass 2). Files are read once per pass and dropped, so memory follows the largest
-//! file plus the small index, not the corpus.
+//! index (pass 2). Each pass runs files on up to one thread per CPU, and results are merged in
+//! input order, so output does not depend on the thread count. Files are read once per pass
+//! and dropped, so memory follows the largest files in flight plus the small index, not the
+//! corpus.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
@@ -74,67 +77,123 @@ pub fn run(engine: &Engine, input: &CheckInput) -> CheckReport {
     for secret in &input.assume_secrets {
         index.assume_secret(&secret.namespace, &secret.name, secret.key.as_deref());
     }
-    for source in &sources {
-        index_source(source, &stdin, &input.namespace, &mut index);
+    // Per-file indexes, absorbed in input order: a later file's object replaces an earlier
+    // one with the same key, as inserting them one by one does.
+    for file_index in in_parallel(&sources, |source| index_source(source, &stdin, &input.namespace)) {
+        index.absorb(file_index);
     }
     let old = previous_objects(input, &mut report.errors);
 
-    for source in &sources {
+    let checked = in_parallel(&sources, |source| check_source(engine, &index, &old, source, &stdin, &input.namespace));
+    for file in checked {
         report.files += 1;
-        let text = match input::read(source, &stdin) {
-            Ok(t) => t,
-            Err(e) => {
-                report.errors.push(e);
-                continue;
-            }
-        };
-        let (docs, parse_error) = yaml::parse_documents(&text);
-        report.documents += docs.iter().filter(|d| !d.value.is_null()).count();
-        if let Some(e) = parse_error {
-            report.errors.push(InputError { file: source.display.clone(), line: Some(e.line), message: e.message });
-        }
-        let first_item = report.items.len();
-        for (n, doc) in docs.iter().enumerate() {
-            let mut objects = Vec::new();
-            if let Err(e) = objects_of(&doc.value, &mut objects) {
-                report.errors.push(InputError { file: source.display.clone(), line: Some(doc.line), message: e });
-                continue;
-            }
-            for obj in objects {
-                let Some(kind) = Kind::of(obj.value) else { continue };
-                if kind == Kind::Secret {
-                    continue;
-                }
-                report.objects_checked += 1;
-                let object = object_ref(obj.value, &input.namespace);
-                let old_object = old.get(&identity(obj.value, &input.namespace));
-                let req = Request {
-                    operation: if old_object.is_some() { Operation::Update } else { Operation::Create },
-                    object: obj.value,
-                    old_object,
-                    namespace: &object.namespace,
-                    dry_run: false,
-                };
-                let eval = engine.evaluate(&req, &index);
-                for finding in eval.findings {
-                    let segments: Vec<Segment> =
-                        obj.prefix.segments().iter().chain(finding.path.segments()).cloned().collect();
-                    let line = yaml::locate(&text, doc.line, &segments);
-                    let location = Location { file: source.display.clone(), line, document: n };
-                    report.items.push(Item { location, object: object.clone(), finding });
-                }
-            }
-        }
-        // Within a file, findings read top to bottom; ties keep catalog order.
-        report.items[first_item..].sort_by_key(|i| (i.location.document, i.location.line));
+        report.documents += file.documents;
+        report.objects_checked += file.objects_checked;
+        report.items.extend(file.items);
+        report.errors.extend(file.errors);
     }
     report.errors.sort();
     report
 }
 
-/// Pass 1: adds every object of `source` to the index; parse problems are reported in pass 2.
-fn index_source(source: &Source, stdin: &str, namespace: &str, index: &mut Index) {
-    let Ok(text) = input::read(source, stdin) else { return };
+/// What pass 2 found in one file.
+#[derive(Default)]
+struct FileReport {
+    documents: usize,
+    objects_checked: usize,
+    items: Vec<Item>,
+    errors: Vec<InputError>,
+}
+
+/// Pass 2 for one file: evaluates each object against the complete index and locates its
+/// findings.
+fn check_source(
+    engine: &Engine,
+    index: &Index,
+    old: &HashMap<Identity, Value>,
+    source: &Source,
+    stdin: &str,
+    namespace: &str,
+) -> FileReport {
+    let mut report = FileReport::default();
+    let text = match input::read(source, stdin) {
+        Ok(t) => t,
+        Err(e) => {
+            report.errors.push(e);
+            return report;
+        }
+    };
+    let (docs, parse_error) = yaml::parse_documents(&text);
+    report.documents = docs.iter().filter(|d| !d.value.is_null()).count();
+    if let Some(e) = parse_error {
+        report.errors.push(InputError { file: source.display.clone(), line: Some(e.line), message: e.message });
+    }
+    for (n, doc) in docs.iter().enumerate() {
+        let mut objects = Vec::new();
+        if let Err(e) = objects_of(&doc.value, &mut objects) {
+            report.errors.push(InputError { file: source.display.clone(), line: Some(doc.line), message: e });
+            continue;
+        }
+        for obj in objects {
+            let Some(kind) = Kind::of(obj.value) else { continue };
+            if kind == Kind::Secret {
+                continue;
+            }
+            report.objects_checked += 1;
+            let object = object_ref(obj.value, namespace);
+            let old_object = old.get(&identity(obj.value, namespace));
+            let req = Request {
+                operation: if old_object.is_some() { Operation::Update } else { Operation::Create },
+                object: obj.value,
+                old_object,
+                namespace: &object.namespace,
+                dry_run: false,
+            };
+            let eval = engine.evaluate(&req, index);
+            for finding in eval.findings {
+                let segments: Vec<Segment> =
+                    obj.prefix.segments().iter().chain(finding.path.segments()).cloned().collect();
+                let line = yaml::locate(&text, doc.line, &segments);
+                let location = Location { file: source.display.clone(), line, document: n };
+                report.items.push(Item { location, object: object.clone(), finding });
+            }
+        }
+    }
+    // Within a file, findings read top to bottom; ties keep catalog order.
+    report.items.sort_by_key(|i| (i.location.document, i.location.line));
+    report
+}
+
+/// `work` applied to every source on up to one thread per CPU; results in input order.
+fn in_parallel<T: Send>(sources: &[Source], work: impl Fn(&Source) -> T + Sync) -> Vec<T> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(sources.len());
+    if workers <= 1 {
+        return sources.iter().map(work).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, T)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(source) = sources.get(i) else { return mine };
+                        mine.push((i, work(source)));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, result)| result).collect()
+}
+
+/// Pass 1: the index of the objects of `source`; parse problems are reported in pass 2.
+fn index_source(source: &Source, stdin: &str, namespace: &str) -> Index {
+    let mut index = Index::new(false);
+    let Ok(text) = input::read(source, stdin) else { return index };
     let (docs, _) = yaml::parse_documents(&text);
     for doc in &docs {
         let mut objects = Vec::new();
@@ -142,6 +201,7 @@ fn index_source(source: &Source, stdin: &str, namespace: &str, index: &mut Index
             objects.iter().for_each(|obj| index.insert(obj.value, namespace));
         }
     }
+    index
 }
 
 /// The objects in one document: the document itself, or the items of a `*List`.

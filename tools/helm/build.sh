@@ -65,16 +65,8 @@ step_done "read version from go.mod"
 # What Helm's own Makefile sets (gitCommit stays empty: the module proxy does not record it).
 LDF="-s -w -X helm.sh/helm/v4/internal/version.version=$HV -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
 
-NICE=(); command -v nice >/dev/null 2>&1 && NICE=(nice -n 10)
-
-# ---- Download (no-op when GOMODCACHE is warm; verified against go.sum) ------------
-"${NICE[@]}" go list -deps helm.sh/helm/v4/cmd/helm >/dev/null
-step_done "modules present (go list -deps)"
-
-# ---- Build ----------------------------------------------------------------------------
-"${NICE[@]}" go build -trimpath -ldflags "$LDF" -o "$OUT/helm.tmp" helm.sh/helm/v4/cmd/helm
-mv -f "$OUT/helm.tmp" "$OUT/helm"
-step_done "go build helm"
+# ---- Download and build ----------------------------------------------------------------
+build_go_binary helm.sh/helm/v4/cmd/helm helm "$LDF"
 
 # ---- Check ----------------------------------------------------------------------------
 VOUT=$("$OUT/helm" version --template '{{.Version}}' 2>&1) || { echo "$VOUT" >&2; die "the freshly built helm failed 'helm version'"; }
