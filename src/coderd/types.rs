@@ -336,8 +336,9 @@ pub struct CreateAiProvider {
     pub settings: Option<BedrockSettings>,
 }
 
-/// `PATCH /api/v2/ai/providers/{id}`. `settings` is always sent: coderd replaces (or clears)
-/// the block on every PATCH.
+/// `PATCH /api/v2/ai/providers/{id}`. `settings` is always sent, the desired block or `null`:
+/// the API reference says a missing or `null` block clears Bedrock settings, coderd's current
+/// code keeps them; sending what is wanted every time is right under both readings.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct UpdateAiProvider {
     #[serde(skip_serializing_if = "Option::is_none")]
