@@ -24,6 +24,10 @@ if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
   export PATH=/usr/local/go/bin:$PATH
 fi
 
+# CI as the test harness reads it (tests/support/mod.rs `is_ci`): `true` in any case, or `1`.
+ci=false
+case "${CI:-}" in [Tt][Rr][Uu][Ee] | 1) ci=true ;; esac
+
 # go_tool DIR ASSETS_VAR WHO: builds tools/DIR into $ASSETS_VAR (default target/DIR-test-assets)
 # for the tests named WHO; without Go, fails under CI=true and skips them otherwise.
 go_tool() {
@@ -34,7 +38,7 @@ go_tool() {
     export "$var=${!var:-$PWD/target/$dir-test-assets}"
     bash "tools/$dir/build.sh" "${!var}"
     echo "build step took $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')s"
-  elif [ "${CI:-}" = true ]; then
+  elif [ "$ci" = true ]; then
     local need; need=$(sed -n 's/^go[[:space:]]\{1,\}\([0-9][0-9.]*\)[[:space:]]*$/\1/p' "tools/$dir/go.mod")
     echo "ERROR: CI=true but 'go' is not installed. The $who need Go >= $need: install it from" \
       "https://go.dev/dl/ into /usr/local/go." >&2

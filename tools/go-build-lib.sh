@@ -38,6 +38,26 @@ require_go() {
   fi
 }
 
+# stamp_or_build FILE...: sets STAMP_FILE and HASH (of FILE... and the Go version), then exits 0
+# when $OUT is current — the stamp matches and the caller's `outputs_present` holds — after the
+# caller's `show_version`, also once a concurrent build into the same $OUT has finished;
+# otherwise returns holding $OUT's lock, the stamp removed.
+up_to_date() { [ -f "$STAMP_FILE" ] && [ "$(head -n1 "$STAMP_FILE")" = "$HASH" ] && outputs_present; }
+stamp_or_build() {
+  STAMP_FILE=$OUT/.build-stamp
+  HASH=$( { sha256sum "$@"; echo "$GOVERSION $GOOS/$GOARCH"; } | sha256sum | cut -d' ' -f1)
+  if up_to_date; then
+    step_done "up to date ($OUT)"; show_version; step_done "version check"; exit 0
+  fi
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>"$OUT/.build.lock"
+    flock 9
+    if up_to_date; then step_done "up to date (built by a concurrent run)"; show_version; exit 0; fi
+  fi
+  rm -f "$STAMP_FILE"
+  echo "Building into $OUT with $GOVERSION $GOOS/$GOARCH (GOMODCACHE=$(go env GOMODCACHE), GOCACHE=$(go env GOCACHE))"
+}
+
 # build_go_binary PACKAGE NAME LDFLAGS: fetches what PACKAGE needs (a no-op with a warm module
 # cache; verified against go.sum) and builds it, at low priority, into $OUT/NAME atomically.
 build_go_binary() {

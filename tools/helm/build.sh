@@ -27,8 +27,6 @@ source "$HERE/../go-build-lib.sh"
 require_go "helm" "tools/helm/update.sh <helm-version>"
 
 # ---- Up to date? ----------------------------------------------------------------
-STAMP_FILE=$OUT/.build-stamp
-HASH=$( { sha256sum go.mod go.sum build.sh ../go-build-lib.sh test-crds.txt; echo "$GOVERSION $GOOS/$GOARCH"; } | sha256sum | cut -d' ' -f1)
 # the CRD files, as listed in test-crds.txt (fields: module version hash path)
 mapfile -t CRD_LINES < <(grep -v '^[[:space:]]*\(#\|$\)' test-crds.txt)
 crd_files_present() {
@@ -38,23 +36,9 @@ crd_files_present() {
 }
 
 show_version() { "$OUT/helm" version --template 'helm {{.Version}} (tree {{.GitTreeState}}, {{.GoVersion}}, client-go {{.KubeClientVersion}})'; echo; }
-up_to_date() { [ -f "$STAMP_FILE" ] && [ "$(head -n1 "$STAMP_FILE")" = "$HASH" ] && [ -x "$OUT/helm" ] && crd_files_present; }
+outputs_present() { [ -x "$OUT/helm" ] && crd_files_present; }
 
-if up_to_date; then
-  step_done "up to date ($OUT)"
-  show_version
-  step_done "helm version"
-  exit 0
-fi
-
-# serialize concurrent builds into the same OUTDIR
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$OUT/.build.lock"
-  flock 9
-  if up_to_date; then step_done "up to date (built by a concurrent run)"; show_version; exit 0; fi
-fi
-rm -f "$STAMP_FILE"
-echo "Building into $OUT with $GOVERSION $GOOS/$GOARCH (GOMODCACHE=$(go env GOMODCACHE), GOCACHE=$(go env GOCACHE))"
+stamp_or_build go.mod go.sum build.sh ../go-build-lib.sh test-crds.txt
 
 # ---- Version from the module graph ------------------------------------------------
 HV=$(go list -m -f '{{.Version}}' helm.sh/helm/v4)    # v4.3.1

@@ -28,35 +28,15 @@ require_go "kube-apiserver/kubectl/etcd" "tools/k8s/update.sh <kubernetes-versio
 
 # ---- Up to date? ----------------------------------------------------------------
 BINS=(kube-apiserver kubectl etcd)
-STAMP_FILE=$OUT/.build-stamp
-HASH=$( { sha256sum go.mod go.sum build.sh ../go-build-lib.sh cmd/etcd/main.go; echo "$GOVERSION $GOOS/$GOARCH"; } | sha256sum | cut -d' ' -f1)
-
-show_versions() {
+show_version() {
   "$OUT/kube-apiserver" --version
   "$OUT/kubectl" version --client
   "$OUT/etcd" --version
 }
-
-up_to_date() {
-  [ -f "$STAMP_FILE" ] && [ "$(head -n1 "$STAMP_FILE")" = "$HASH" ] || return 1
+outputs_present() {
   local b; for b in "${BINS[@]}"; do [ -x "$OUT/$b" ] || return 1; done
 }
-
-if up_to_date; then
-  step_done "up to date ($OUT)"
-  show_versions
-  step_done "--version checks"
-  exit 0
-fi
-
-# serialize concurrent builds into the same OUTDIR
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$OUT/.build.lock"
-  flock 9
-  if up_to_date; then step_done "up to date (built by a concurrent run)"; show_versions; exit 0; fi
-fi
-rm -f "$STAMP_FILE"
-echo "Building into $OUT with $GOVERSION $GOOS/$GOARCH (GOMODCACHE=$(go env GOMODCACHE), GOCACHE=$(go env GOCACHE))"
+stamp_or_build go.mod go.sum build.sh ../go-build-lib.sh cmd/etcd/main.go
 
 # ---- Versions from the module graph -----------------------------------------------
 KV=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)              # v1.36.3
@@ -94,7 +74,7 @@ step_done "go build kubectl"
 step_done "go build etcd"
 
 # ---- Check ----------------------------------------------------------------------------
-VOUT=$(show_versions 2>&1) || { echo "$VOUT" >&2; die "a freshly built binary failed its --version check"; }
+VOUT=$(show_version 2>&1) || { echo "$VOUT" >&2; die "a freshly built binary failed its --version check"; }
 echo "$VOUT"
 grep -q "^Kubernetes $KV\$" <<<"$VOUT" || die "kube-apiserver --version does not report $KV"
 grep -q "^Client Version: $KV\$" <<<"$VOUT" || die "kubectl version --client does not report $KV"

@@ -25,26 +25,10 @@ source "$HERE/../go-build-lib.sh"
 require_go "kubeconform" "go get -tool github.com/yannh/kubeconform/cmd/kubeconform@vX.Y.Z and go mod tidy (tools/kubeconform/README.md)"
 
 # ---- Up to date? ----------------------------------------------------------------
-STAMP_FILE=$OUT/.build-stamp
-HASH=$( { sha256sum go.mod go.sum build.sh ../go-build-lib.sh; echo "$GOVERSION $GOOS/$GOARCH"; } | sha256sum | cut -d' ' -f1)
-
 show_version() { echo "kubeconform $("$OUT/kubeconform" -v)"; }
-up_to_date() { [ -f "$STAMP_FILE" ] && [ "$(head -n1 "$STAMP_FILE")" = "$HASH" ] && [ -x "$OUT/kubeconform" ]; }
+outputs_present() { [ -x "$OUT/kubeconform" ]; }
 
-if up_to_date; then
-  step_done "up to date ($OUT)"
-  show_version
-  exit 0
-fi
-
-# serialize concurrent builds into the same OUTDIR
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$OUT/.build.lock"
-  flock 9
-  if up_to_date; then step_done "up to date (built by a concurrent run)"; show_version; exit 0; fi
-fi
-rm -f "$STAMP_FILE"
-echo "Building into $OUT with $GOVERSION $GOOS/$GOARCH (GOMODCACHE=$(go env GOMODCACHE), GOCACHE=$(go env GOCACHE))"
+stamp_or_build go.mod go.sum build.sh ../go-build-lib.sh
 
 # ---- Version from the module graph ------------------------------------------------
 KV=$(go list -m -f '{{.Version}}' github.com/yannh/kubeconform)    # v0.8.0
