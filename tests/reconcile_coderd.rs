@@ -6,13 +6,14 @@ mod fake_coderd;
 mod support;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use coder_guard::reconcile;
 use fake_coderd::{Edition, FakeCoderd, FakeOptions, Faults, Logged};
 use serde_json::Value;
 use support::apiserver::ApiServer;
+use support::log_capture::LogCapture;
 use support::reconcile_loop::Loop;
 
 const LICENSE_JTI: &str = "8a7c2e34-5f1b-4c9d-9e2a-0b1c2d3e4f50";
@@ -21,35 +22,19 @@ const CANARY_API_KEY: &str = "canary-apikey-7f3e9d1c";
 const CANARY_ACCESS_KEY: &str = "canary-accesskey-51aa";
 
 static TURN: Mutex<()> = Mutex::new(());
-static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+static LOGS: OnceLock<LogCapture> = OnceLock::new();
 
 /// Every log line the loop writes in this process.
-fn logs() -> Arc<Mutex<Vec<u8>>> {
+fn logs() -> &'static LogCapture {
     LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = buffer.clone();
-        let make = move || Capture(writer.clone());
+        let capture = LogCapture::default();
         let _ = tracing_subscriber::fmt()
             .with_env_filter("coder_guard=debug")
-            .with_writer(make)
+            .with_writer(capture.clone())
             .with_ansi(false)
             .try_init();
-        buffer
+        capture
     })
-    .clone()
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The loop with short intervals, logging into [`logs`].
@@ -491,7 +476,7 @@ fn assert_single_objects(coderd: &FakeCoderd) {
 /// No secret value in logs, Events, statuses.
 fn assert_no_canary(api: &ApiServer, ns: &str) {
     let canaries = [CANARY_API_KEY, CANARY_ACCESS_KEY, "canary-secretkey-99", "0123456789-abcdefghijklmnopqrstuv"];
-    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    let logs = logs().text();
     let events = api.kubectl_ok(["get", "events", "-n", ns, "-o", "json"]);
     let statuses = api.kubectl_ok([
         "get",

@@ -2,37 +2,14 @@
 //! captured while it handles reviews holding a Secret's values and literal env values, and
 //! none of those values appears, while identities (uid, kind, namespace, name) do.
 
+#[path = "support/log_capture.rs"]
+mod log_capture;
 mod server_support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use base64::Engine as _;
+use log_capture::LogCapture;
 use serde_json::json;
 use server_support::{Options, TestServer, deny_review, mutate_review};
-
-/// A `MakeWriter` that appends to a shared buffer.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 const SECRET_VALUE: &str = "hunter2-secret-value-5d41402abc";
 const STRING_DATA: &str = "plain-string-data-7c9e6679";
@@ -40,7 +17,7 @@ const ENV_VALUE: &str = "https://user:env-password-0f8fad5b@coder.example.com";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_carry_identities_but_no_values() {
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     tracing_subscriber::fmt()
         .json()
         .with_max_level(tracing::Level::TRACE)
@@ -77,7 +54,7 @@ async fn logs_carry_identities_but_no_values() {
     assert_eq!(status, 400);
     server.shutdown().await;
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     eprintln!("{} log lines captured", logs.lines().count());
     for uid in ["log-secret", "log-denied", "log-mutated"] {
         assert!(logs.contains(uid), "the log misses uid {uid}:\n{logs}");

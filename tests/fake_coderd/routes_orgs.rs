@@ -20,6 +20,27 @@ struct CreateOrg {
     icon: Option<String>,
 }
 
+/// coderd's validator tags on an organization's name and display name (an empty name is
+/// "unchanged" unless `required`), then its reserved-name check.
+fn validate_names(name: &str, required: bool, display_name: &str) -> Result<(), Resp> {
+    let mut invalid = Vec::new();
+    if name.is_empty() && required {
+        invalid.push(tag_failure("name", "required", ""));
+    } else if !name.is_empty() && !name_valid(name) {
+        invalid.push(tag_failure("name", "organization_name", name));
+    }
+    if !display_name_valid(display_name) {
+        invalid.push(tag_failure("display_name", "organization_display_name", display_name));
+    }
+    if !invalid.is_empty() {
+        return Err(Resp::validations(400, "Validation failed.", invalid));
+    }
+    if name == "default" {
+        return Err(Resp::message(400, "Organization name \"default\" is reserved."));
+    }
+    Ok(())
+}
+
 pub(super) fn organizations(s: &mut Server, req: &Req) -> Handled {
     if req.method == "GET" {
         let list: Vec<Value> = s.db.orgs.iter().filter(|o| !o.deleted).map(Org::to_json).collect();
@@ -29,21 +50,7 @@ pub(super) fn organizations(s: &mut Server, req: &Req) -> Handled {
     let create: CreateOrg = decode(&req.body)?;
     let name = create.name.unwrap_or_default();
     let display_name = create.display_name.unwrap_or_default();
-    let mut invalid = Vec::new();
-    if name.is_empty() {
-        invalid.push(tag_failure("name", "required", ""));
-    } else if !name_valid(&name) {
-        invalid.push(tag_failure("name", "organization_name", &name));
-    }
-    if !display_name_valid(&display_name) {
-        invalid.push(tag_failure("display_name", "organization_display_name", &display_name));
-    }
-    if !invalid.is_empty() {
-        return Err(Resp::validations(400, "Validation failed.", invalid));
-    }
-    if name == "default" {
-        return Err(Resp::message(400, "Organization name \"default\" is reserved."));
-    }
+    validate_names(&name, true, &display_name)?;
     if s.db.org_index(&name).is_some() {
         return Err(Resp::message(409, "Organization already exists with that name."));
     }
@@ -90,19 +97,7 @@ pub(super) fn organization(s: &mut Server, req: &Req, key: &str) -> Handled {
     let update: UpdateOrg = decode(&req.body)?;
     let name = update.name.unwrap_or_default();
     let display_name = update.display_name.unwrap_or_default();
-    let mut invalid = Vec::new();
-    if !name.is_empty() && !name_valid(&name) {
-        invalid.push(tag_failure("name", "organization_name", &name));
-    }
-    if !display_name_valid(&display_name) {
-        invalid.push(tag_failure("display_name", "organization_display_name", &display_name));
-    }
-    if !invalid.is_empty() {
-        return Err(Resp::validations(400, "Validation failed.", invalid));
-    }
-    if name == "default" {
-        return Err(Resp::message(400, "Organization name \"default\" is reserved."));
-    }
+    validate_names(&name, false, &display_name)?;
     if !name.is_empty() && s.db.org_index(&name).is_some_and(|other| other != index) {
         let field = ("name".to_owned(), "This value is already in use and should be unique.".to_owned());
         return Err(Resp::validations(

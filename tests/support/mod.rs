@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod log_capture;
 pub mod reconcile_loop;
 pub mod watchdog;
 pub mod webhook;
