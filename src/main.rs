@@ -389,8 +389,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ClusterMode::Offline { objects: dev_objects }
     } else {
         ClusterMode::Connect {
-            namespaces,
-            patch_ca_bundle: self_signed && !no_webhook,
+            namespaces: namespaces.clone(),
             lease_namespace: pod_namespace,
             reconcile: (!no_reconcile).then(|| reconcile::Config {
                 resync: resync_interval.0,
@@ -398,6 +397,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 timeout: coderd_timeout.0,
                 identity: identity.clone(),
                 concurrency: reconcile_concurrency,
+                namespaces,
             }),
             identity,
         }

@@ -46,6 +46,7 @@ fn start_loop(api: &ApiServer) -> Loop {
         timeout: Duration::from_secs(3),
         identity: "reconcile-test".into(),
         concurrency: 4,
+        namespaces: Vec::new(),
     };
     Loop::start(api.kubeconfig(), config)
 }

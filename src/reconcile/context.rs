@@ -39,6 +39,8 @@ pub struct Config {
     /// Reconciles of one kind that run at once (each talks to coderd, whose API is
     /// rate-limited per user).
     pub concurrency: u16,
+    /// Watch only these namespaces (`serve --namespace`); empty means all.
+    pub namespaces: Vec<String>,
 }
 
 impl Default for Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             timeout: Duration::from_secs(15),
             identity: "coder-guard".to_owned(),
             concurrency: 4,
+            namespaces: Vec::new(),
         }
     }
 }

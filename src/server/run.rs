@@ -31,6 +31,8 @@ use crate::reconcile;
 /// How often the leader re-checks `caBundle` even when the CA did not change (someone may have
 /// re-applied the webhook configurations without it).
 const CA_BUNDLE_RESYNC: Duration = Duration::from_secs(60);
+/// Pause before the reconcile loop is started again after it ended by itself (a panic).
+const RECONCILE_RESTART: Duration = Duration::from_secs(10);
 /// Wait after a failed caBundle patch.
 const CA_BUNDLE_RETRY: Duration = Duration::from_secs(10);
 
@@ -44,8 +46,6 @@ pub enum ClusterMode {
     Connect {
         /// Limit the watches to these namespaces (`--namespace`); empty means all.
         namespaces: Vec<String>,
-        /// Patch `caBundle` from the self-signed CA as leader (`--self-signed`).
-        patch_ca_bundle: bool,
         /// Namespace of the leader-election Lease (`POD_NAMESPACE`); default the client's
         /// namespace (in a Pod, its service account's).
         lease_namespace: Option<String>,
@@ -139,10 +139,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), RunError> {
     let (stop_tasks, tasks_stop) = signal();
 
     let mut leadership = None;
-    if let (ClusterMode::Connect { patch_ca_bundle, reconcile, .. }, Some(client), Some((ns, identity))) =
-        (&cluster, &client, lease)
-    {
-        let ca_bundle = cert.as_ref().filter(|_| *patch_ca_bundle);
+    if let (ClusterMode::Connect { reconcile, .. }, Some(client), Some((ns, identity))) = (&cluster, &client, lease) {
+        // A CA shared through a Secret is created, rotated and published by the leader.
+        let ca_bundle = cert.as_ref().filter(|_| matches!(certificates, Some(certs::Source::Shared(_))));
         if ca_bundle.is_some() || reconcile.is_some() {
             let lead = Leadership::start(client.clone(), LeaseParams::new(ns, CONFIGURATION_NAME, identity))?;
             if let Some(cert) = ca_bundle {
@@ -227,16 +226,8 @@ async fn keep_ca_bundle(client: Client, cert: CertHandle, mut leader: watch::Rec
         cert.set_leading(leading);
         if leading && let Some(pem) = cert.ca_bundle() {
             match cluster::patch_ca_bundle(&client, CONFIGURATION_NAME, CONFIGURATION_NAME, &pem).await {
-                Ok(p) => {
-                    if p.validating + p.mutating > 0 {
-                        info!(
-                            validating = p.validating,
-                            mutating = p.mutating,
-                            "caBundle updated in the webhook configurations"
-                        );
-                    }
-                    cert.ca_bundle_published(&pem);
-                }
+                // `patch_ca_bundle` logs each configuration it changed.
+                Ok(_) => cert.ca_bundle_published(&pem),
                 Err(e) => {
                     warn!(error = %e, retry_in = %GoDuration(CA_BUNDLE_RETRY), "cannot update caBundle");
                     wait = CA_BUNDLE_RETRY;
@@ -245,7 +236,11 @@ async fn keep_ca_bundle(client: Client, cert: CertHandle, mut leader: watch::Rec
         }
         tokio::select! {
             () = stop.fired() => return,
-            _ = leader.changed() => {}
+            // The elector is gone (it only ends on shutdown or a panic): stop leading.
+            changed = leader.changed() => if changed.is_err() {
+                cert.set_leading(false);
+                return;
+            },
             _ = bundles.changed() => {}
             () = tokio::time::sleep(wait) => {}
         }
@@ -271,17 +266,27 @@ async fn lead_reconcile(
         let mut running = tokio::spawn(reconcile::run(client.clone(), config.clone(), metrics.clone(), async move {
             let _ = ended.await;
         }));
-        let stopping = tokio::select! {
-            () = stop.fired() => true,
-            _ = leader.wait_for(|leads| !*leads) => false,
-            _ = &mut running => false,
+        let (stopping, ended) = tokio::select! {
+            () = stop.fired() => (true, None),
+            _ = leader.wait_for(|leads| !*leads) => (false, None),
+            ended = &mut running => (false, Some(ended)),
         };
         let _ = end.send(());
-        if tokio::time::timeout(Duration::from_secs(10), &mut running).await.is_err() {
-            running.abort();
-            metrics.leading.set(0);
+        match ended {
+            // It ended by itself: only a panic does that. Start it again after a pause.
+            Some(ended) => {
+                metrics.leading.set(0);
+                error!(error = ?ended.err(), retry_in = %GoDuration(RECONCILE_RESTART), "reconcile loop ended");
+                tokio::time::sleep(RECONCILE_RESTART).await;
+            }
+            None => {
+                if tokio::time::timeout(Duration::from_secs(10), &mut running).await.is_err() {
+                    running.abort();
+                    metrics.leading.set(0);
+                }
+                info!("reconcile loop stopped");
+            }
         }
-        info!("reconcile loop stopped");
         if stopping {
             return;
         }
