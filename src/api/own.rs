@@ -282,6 +282,23 @@ pub enum AiProviderType {
     Copilot,
 }
 
+impl AiProviderType {
+    /// The name in manifests and in coderd's API (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AiProviderType::Openai => "openai",
+            AiProviderType::Anthropic => "anthropic",
+            AiProviderType::Azure => "azure",
+            AiProviderType::Google => "google",
+            AiProviderType::OpenaiCompat => "openai-compat",
+            AiProviderType::Openrouter => "openrouter",
+            AiProviderType::Vercel => "vercel",
+            AiProviderType::Bedrock => "bedrock",
+            AiProviderType::Copilot => "copilot",
+        }
+    }
+}
+
 /// Bedrock invocation protocol.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -289,6 +306,16 @@ pub enum BedrockProtocol {
     #[default]
     InvokeModel,
     Mantle,
+}
+
+impl BedrockProtocol {
+    /// The name in manifests and in coderd's API (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BedrockProtocol::InvokeModel => "invoke-model",
+            BedrockProtocol::Mantle => "mantle",
+        }
+    }
 }
 
 /// One AI Gateway provider (coderd ≥ 2.34 stores providers in its database).
@@ -457,4 +484,20 @@ fn default_true() -> bool {
 
 fn default_organization() -> String {
     "default".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_serde_names() {
+        use AiProviderType::*;
+        for t in [Openai, Anthropic, Azure, Google, OpenaiCompat, Openrouter, Vercel, Bedrock, Copilot] {
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str(), "{t:?}");
+        }
+        for p in [BedrockProtocol::InvokeModel, BedrockProtocol::Mantle] {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str(), "{p:?}");
+        }
+    }
 }

@@ -29,43 +29,15 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::sync::oneshot;
 
-use super::{BACKDATE, CertError, Served, Shared, next_tick, ticker, unix_seconds};
+use super::{BACKDATE, CertError, Served, Shared, Timing, next_tick, ticker, unix_seconds};
 
-/// What `--self-signed` was asked for.
+/// What `--dev` was asked for: the serving certificate's names and the validities and
+/// intervals, the same [`Timing`] as a shared CA's (its poll interval is how often the rotation
+/// is checked).
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub dns_names: Vec<String>,
-    pub leaf_validity: Duration,
-    pub renew_before: Duration,
-    pub ca_validity: Duration,
-    pub publish_grace: Duration,
-}
-
-impl Settings {
-    pub(crate) fn validate(&self) -> Result<(), CertError> {
-        let bad = |m: String| Err(CertError::SelfSignedConfig(m));
-        if self.dns_names.is_empty() {
-            return bad("no DNS names; pass the webhook Service's names (svc, svc.ns, svc.ns.svc)".into());
-        }
-        if self.renew_before.is_zero() || self.renew_before >= self.leaf_validity {
-            return bad(format!(
-                "renew-before ({}s) must be more than zero and less than the leaf validity ({}s)",
-                self.renew_before.as_secs(),
-                self.leaf_validity.as_secs()
-            ));
-        }
-        // A leaf signed by the old CA during the grace period is cut at that CA's expiry; it
-        // must still outlive `renew_before`, or renewal would loop.
-        if self.renew_before + self.publish_grace >= self.ca_validity / 3 {
-            return bad(format!(
-                "renew-before ({}s) plus the CA publish grace ({}s) must be less than a third of the CA validity ({}s)",
-                self.renew_before.as_secs(),
-                self.publish_grace.as_secs(),
-                self.ca_validity.as_secs()
-            ));
-        }
-        Ok(())
-    }
+    pub timing: Timing,
 }
 
 /// A CA that can sign, with its certificate.
@@ -174,9 +146,9 @@ pub struct Authority {
 impl Authority {
     /// A fresh CA and leaf at `now`.
     pub fn new(settings: Settings, now: SystemTime) -> Result<Self, CertError> {
-        settings.validate()?;
+        settings.timing.validate(&settings.dns_names)?;
         let now = whole_seconds(now);
-        let ca = new_ca(&ca_name(now), now, settings.ca_validity)?;
+        let ca = new_ca(&ca_name(now), now, settings.timing.ca_validity)?;
         let leaf = issue(&settings, &ca, now)?;
         Ok(Self {
             settings,
@@ -205,7 +177,7 @@ impl Authority {
 
         let newest = self.cas.last().expect("the signing CA is never pruned");
         if now >= newest.rotate_at() {
-            let mut ca = new_ca(&ca_name(now), now, self.settings.ca_validity)?;
+            let mut ca = new_ca(&ca_name(now), now, self.settings.timing.ca_validity)?;
             ca.id = self.next_id;
             self.next_id += 1;
             self.cas.push(ca);
@@ -214,11 +186,11 @@ impl Authority {
         }
 
         let newest = self.cas.last().expect("the bundle is never empty");
-        if newest.id != self.signing && now >= self.published_at + self.settings.publish_grace {
+        if newest.id != self.signing && now >= self.published_at + self.settings.timing.publish_grace {
             self.signing = newest.id;
         }
 
-        if self.leaf.ca_id != self.signing || now + self.settings.renew_before >= self.leaf.not_after {
+        if self.leaf.ca_id != self.signing || now + self.settings.timing.renew_before >= self.leaf.not_after {
             self.leaf = issue(&self.settings, self.signing_ca(), now)?;
             self.leaf_version += 1;
         }
@@ -273,7 +245,7 @@ pub(crate) fn ca_name(now: SystemTime) -> String {
 
 /// Issues a leaf signed by `ca`, cut at the CA's expiry.
 fn issue(settings: &Settings, ca: &Ca, now: SystemTime) -> Result<Current, CertError> {
-    let (key, not_after) = issue_certified(&settings.dns_names, settings.leaf_validity, ca, now)?;
+    let (key, not_after) = issue_certified(&settings.dns_names, settings.timing.leaf_validity, ca, now)?;
     Ok(Current { key, ca_id: ca.id, not_after })
 }
 

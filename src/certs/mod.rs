@@ -73,10 +73,8 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::{oneshot, watch};
 
 pub use generate::{GenerateArgs, generate, service_dns_names};
-pub use shared::{
-    CA_CRT, CA_KEY, CaCert, CaSet, DATA_KEYS, LeafState, NEXT_CRT, NEXT_KEY, PREVIOUS_CRT, Published, Step, Timing,
-    leaf_due, plan,
-};
+use shared::Published;
+pub use shared::{DATA_KEYS, Timing};
 pub use shared_run::{CaStore, Created, StoreError, Stored};
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -215,13 +213,14 @@ pub async fn start_with(source: Source, options: Options) -> Result<CertHandle, 
             shared
         }
         Source::SelfSigned { dns_names, validity, renew_before } => {
-            let settings = authority::Settings {
-                dns_names,
+            let timing = Timing {
+                ca_validity: options.ca_validity,
                 leaf_validity: validity,
                 renew_before,
-                ca_validity: options.ca_validity,
                 publish_grace: options.ca_publish_grace,
+                poll_interval: options.poll_interval,
             };
+            let settings = authority::Settings { dns_names, timing };
             let authority = authority::Authority::new(settings, SystemTime::now())?;
             let shared = Arc::new(Shared::new(authority.served(), Some(authority.bundle_pem())));
             tracing::info!(
@@ -248,16 +247,8 @@ pub async fn start_with(source: Source, options: Options) -> Result<CertHandle, 
 /// handle about leadership ([`CertHandle::set_leading`]) and confirmed `caBundle` patches
 /// ([`CertHandle::ca_bundle_published`]). Must be called within a Tokio runtime.
 pub fn start_shared<S: CaStore>(config: SharedCa, store: S) -> Result<CertHandle, CertError> {
-    let t = &config.timing;
-    authority::Settings {
-        dns_names: config.dns_names.clone(),
-        leaf_validity: t.leaf_validity,
-        renew_before: t.renew_before,
-        ca_validity: t.ca_validity,
-        publish_grace: t.publish_grace,
-    }
-    .validate()?;
-    if t.poll_interval.is_zero() {
+    config.timing.validate(&config.dns_names)?;
+    if config.timing.poll_interval.is_zero() {
         return Err(CertError::SelfSignedConfig("the shared CA's poll interval must be more than zero".into()));
     }
     let (stop_tx, stop_rx) = oneshot::channel();

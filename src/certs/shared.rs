@@ -51,7 +51,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use rcgen::{DistinguishedName, DnType, DnValue, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose};
+use rcgen::{Issuer, KeyPair};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -59,15 +59,15 @@ use super::authority::{Ca, ca_name, new_ca, whole_seconds};
 use super::{CertError, DEFAULT_CA_VALIDITY, DEFAULT_LEAF_VALIDITY, DEFAULT_RENEW_BEFORE};
 
 /// Data key of the current CA's certificate.
-pub const CA_CRT: &str = "ca.crt";
+pub(crate) const CA_CRT: &str = "ca.crt";
 /// Data key of the current CA's private key.
-pub const CA_KEY: &str = "ca.key";
+pub(crate) const CA_KEY: &str = "ca.key";
 /// Data key of the next CA's certificate (during a rotation).
-pub const NEXT_CRT: &str = "next.crt";
+pub(crate) const NEXT_CRT: &str = "next.crt";
 /// Data key of the next CA's private key (during a rotation).
-pub const NEXT_KEY: &str = "next.key";
+pub(crate) const NEXT_KEY: &str = "next.key";
 /// Data key of the replaced CAs that have not expired.
-pub const PREVIOUS_CRT: &str = "previous.crt";
+pub(crate) const PREVIOUS_CRT: &str = "previous.crt";
 /// Every data key coder-guard writes; a store keeps any other key as it is.
 pub const DATA_KEYS: [&str; 5] = [CA_CRT, CA_KEY, NEXT_CRT, NEXT_KEY, PREVIOUS_CRT];
 
@@ -99,6 +99,32 @@ impl Default for Timing {
 }
 
 impl Timing {
+    /// Refuses settings that cannot work for a CA signing leaves for `dns_names`.
+    pub(crate) fn validate(&self, dns_names: &[String]) -> Result<(), CertError> {
+        let bad = |m: String| Err(CertError::SelfSignedConfig(m));
+        if dns_names.is_empty() {
+            return bad("no DNS names; pass the webhook Service's names (svc, svc.ns, svc.ns.svc)".into());
+        }
+        if self.renew_before.is_zero() || self.renew_before >= self.leaf_validity {
+            return bad(format!(
+                "renew-before ({}s) must be more than zero and less than the leaf validity ({}s)",
+                self.renew_before.as_secs(),
+                self.leaf_validity.as_secs()
+            ));
+        }
+        // A leaf signed by the old CA during the grace period is cut at that CA's expiry; it
+        // must still outlive `renew_before`, or renewal would loop.
+        if self.renew_before + self.publish_grace >= self.ca_validity / 3 {
+            return bad(format!(
+                "renew-before ({}s) plus the CA publish grace ({}s) must be less than a third of the CA validity ({}s)",
+                self.renew_before.as_secs(),
+                self.publish_grace.as_secs(),
+                self.ca_validity.as_secs()
+            ));
+        }
+        Ok(())
+    }
+
     /// The default timing for a CA valid `ca_validity`: each duration is the default, capped at a
     /// fixed share of `ca_validity` (leaf a quarter, renewal a third of the leaf, grace 1/30 and
     /// poll 1/60), so a short CA for tests rotates in seconds. The default CA validity gives the
@@ -121,7 +147,7 @@ impl Timing {
 
 /// A CA certificate as stored.
 #[derive(Clone, PartialEq, Eq)]
-pub struct CaCert {
+pub(crate) struct CaCert {
     pub(crate) pem: String,
     pub(crate) der: CertificateDer<'static>,
     pub(crate) not_after: SystemTime,
@@ -139,7 +165,7 @@ impl fmt::Debug for CaCert {
 
 /// A CA that can sign: its certificate and its private key (PEM, never printed).
 #[derive(Clone, PartialEq, Eq)]
-pub struct SigningCa {
+pub(crate) struct SigningCa {
     pub(crate) cert: CaCert,
     key_pem: String,
 }
@@ -178,51 +204,15 @@ impl SigningCa {
         Ok(Self { cert, key_pem: key_pem.to_owned() })
     }
 
-    /// The CA as an rcgen issuer: the subject is copied with its string types and the subject
-    /// key identifier is reused, so leaves chain to the stored certificate byte for byte.
+    /// The CA as an rcgen issuer: rcgen copies the subject with its string types and reuses the
+    /// subject key identifier, so leaves chain to the stored certificate byte for byte.
     pub(crate) fn ca(&self) -> Result<Ca, CertError> {
         let invalid = |reason: &str| CertError::SelfSignedConfig(format!("the shared CA cannot sign: {reason}"));
         let key = KeyPair::from_pem(&self.key_pem).map_err(|_| invalid("its key does not parse"))?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(&self.cert.der)
-            .map_err(|_| invalid("its certificate does not parse"))?;
-        let mut params = rcgen::CertificateParams::default();
-        params.distinguished_name = distinguished_name(parsed.subject()).map_err(invalid)?;
-        params.key_identifier_method = parsed
-            .iter_extensions()
-            .find_map(|ext| match ext.parsed_extension() {
-                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(id) => {
-                    Some(KeyIdMethod::PreSpecified(id.0.to_vec()))
-                }
-                _ => None,
-            })
-            .unwrap_or(KeyIdMethod::Sha256);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        Ok(Ca::stored(Issuer::new(params, key), self.cert.pem.clone(), self.cert.not_after))
+        let issuer = Issuer::from_ca_cert_der(&self.cert.der, key)
+            .map_err(|e| invalid(&format!("its certificate does not parse ({e})")))?;
+        Ok(Ca::stored(issuer, self.cert.pem.clone(), self.cert.not_after))
     }
-}
-
-/// The subject of a CA, as rcgen needs it to name the issuer of a leaf.
-fn distinguished_name(name: &x509_parser::x509::X509Name<'_>) -> Result<DistinguishedName, &'static str> {
-    use x509_parser::der_parser::asn1_rs::Tag;
-    let mut dn = DistinguishedName::new();
-    for rdn in name.iter() {
-        let mut attributes = rdn.iter();
-        let (Some(attr), None) = (attributes.next(), attributes.next()) else {
-            return Err("its subject has a multi-valued name component");
-        };
-        let oid: Vec<u64> = attr.attr_type().iter().ok_or("its subject has an unusual attribute type")?.collect();
-        let text = std::str::from_utf8(attr.attr_value().data).map_err(|_| "its subject is not UTF-8")?;
-        let value = match attr.attr_value().header.tag() {
-            Tag::Utf8String => DnValue::Utf8String(text.to_owned()),
-            Tag::PrintableString => {
-                DnValue::PrintableString(text.try_into().map_err(|_| "its subject has a bad PrintableString")?)
-            }
-            Tag::Ia5String => DnValue::Ia5String(text.try_into().map_err(|_| "its subject has a bad IA5String")?),
-            _ => return Err("its subject uses a string type other than UTF8String, PrintableString or IA5String"),
-        };
-        dn.push(DnType::from_oid(&oid), value);
-    }
-    Ok(dn)
 }
 
 /// Every PEM certificate in `pem`, with its expiry.
@@ -264,7 +254,7 @@ pub(crate) fn pem_block(der: &[u8]) -> String {
 /// What the store holds: the current CA, the next one during a rotation, and replaced CAs that
 /// have not expired.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CaSet {
+pub(crate) struct CaSet {
     pub(crate) current: SigningCa,
     pub(crate) next: Option<SigningCa>,
     pub(crate) previous: Vec<CaCert>,
@@ -272,13 +262,13 @@ pub struct CaSet {
 
 impl CaSet {
     /// A set with a fresh CA valid from `now`.
-    pub fn create(now: SystemTime, timing: &Timing) -> Result<Self, CertError> {
+    pub(crate) fn create(now: SystemTime, timing: &Timing) -> Result<Self, CertError> {
         let now = whole_seconds(now);
         Ok(Self { current: SigningCa::generate(now, timing.ca_validity)?, next: None, previous: Vec::new() })
     }
 
     /// Parses stored data. The reason of an error names the key and never quotes its value.
-    pub fn from_data(data: &BTreeMap<String, Vec<u8>>) -> Result<Self, String> {
+    pub(crate) fn from_data(data: &BTreeMap<String, Vec<u8>>) -> Result<Self, String> {
         let get = |key: &str| data.get(key).filter(|v| !v.is_empty());
         let (Some(cert), Some(key)) = (get(CA_CRT), get(CA_KEY)) else {
             if get("tls.key").is_some() {
@@ -303,7 +293,7 @@ impl CaSet {
     }
 
     /// The data to store: every key of [`DATA_KEYS`] that applies (absent ones are removed).
-    pub fn to_data(&self) -> BTreeMap<String, Vec<u8>> {
+    pub(crate) fn to_data(&self) -> BTreeMap<String, Vec<u8>> {
         let mut data = BTreeMap::new();
         let mut put = |k: &str, v: &str| {
             data.insert(k.to_owned(), v.as_bytes().to_vec());
@@ -321,28 +311,28 @@ impl CaSet {
     }
 
     /// The CAs of the bundle, oldest first: previous, current, next.
-    pub fn bundle(&self) -> impl Iterator<Item = &CaCert> {
+    pub(crate) fn bundle(&self) -> impl Iterator<Item = &CaCert> {
         self.previous.iter().chain([&self.current.cert]).chain(self.next.as_ref().map(|n| &n.cert))
     }
 
     /// PEM of [`CaSet::bundle`], for `caBundle`.
-    pub fn bundle_pem(&self) -> Vec<u8> {
+    pub(crate) fn bundle_pem(&self) -> Vec<u8> {
         self.bundle().map(|c| c.pem.as_str()).collect::<String>().into_bytes()
     }
 
     /// The current (signing) CA's certificate.
-    pub fn current(&self) -> &CaCert {
+    pub(crate) fn current(&self) -> &CaCert {
         &self.current.cert
     }
 
     /// The next CA's certificate, during a rotation.
-    pub fn next(&self) -> Option<&CaCert> {
+    pub(crate) fn next(&self) -> Option<&CaCert> {
         self.next.as_ref().map(|n| &n.cert)
     }
 
-    /// The set after `step` (`None` for [`Step::Wait`] and [`Step::Idle`], or a step that does
+    /// The set after `step` (`None` for the wait steps and [`Step::Idle`], or a step that does
     /// not apply). Generates keys for [`Step::Stage`]; [`Step::Create`] is [`CaSet::create`].
-    pub fn apply(&self, step: &Step, now: SystemTime, timing: &Timing) -> Result<Option<Self>, CertError> {
+    pub(crate) fn apply(&self, step: &Step, now: SystemTime, timing: &Timing) -> Result<Option<Self>, CertError> {
         let now = whole_seconds(now);
         let mut set = self.clone();
         match step {
@@ -367,9 +357,9 @@ impl CaSet {
 /// The `caBundle` the leader has confirmed in every webhook of both configurations, and since
 /// when (first confirmation of these bytes, on this replica, while leading).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Published {
-    pub bundle: Vec<u8>,
-    pub since: SystemTime,
+pub(crate) struct Published {
+    pub(crate) bundle: Vec<u8>,
+    pub(crate) since: SystemTime,
 }
 
 impl Published {
@@ -380,7 +370,7 @@ impl Published {
 
 /// The leader's next step.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Nothing is stored: create a CA.
     Create,
     /// Drop expired previous CAs (and an expired next one).
@@ -400,7 +390,7 @@ pub enum Step {
 
 /// The leader's next step for `set` (what is stored) at `now`, given the confirmed `published`
 /// caBundle. See the module doc for the sequence.
-pub fn plan(set: Option<&CaSet>, published: Option<&Published>, now: SystemTime, timing: &Timing) -> Step {
+pub(crate) fn plan(set: Option<&CaSet>, published: Option<&Published>, now: SystemTime, timing: &Timing) -> Step {
     let Some(set) = set else { return Step::Create };
     let now = whole_seconds(now);
     let expired = |ca: &CaCert| ca.not_after <= now;
@@ -425,14 +415,14 @@ pub fn plan(set: Option<&CaSet>, published: Option<&Published>, now: SystemTime,
 
 /// The leaf a replica serves: the CA that signed it and its expiry.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeafState {
-    pub ca: CertificateDer<'static>,
-    pub not_after: SystemTime,
+pub(crate) struct LeafState {
+    pub(crate) ca: CertificateDer<'static>,
+    pub(crate) not_after: SystemTime,
 }
 
 /// Whether a replica serving `leaf` (`None`: no leaf from the shared CA yet) must issue a new
 /// one from `set`'s current CA at `now`.
-pub fn leaf_due(set: &CaSet, leaf: Option<&LeafState>, now: SystemTime, timing: &Timing) -> bool {
+pub(crate) fn leaf_due(set: &CaSet, leaf: Option<&LeafState>, now: SystemTime, timing: &Timing) -> bool {
     let Some(leaf) = leaf else { return true };
     let current = &set.current.cert;
     if leaf.ca != current.der {

@@ -172,10 +172,11 @@ impl Replica {
         now: SystemTime,
     ) -> Result<(), CertError> {
         let mut stored = timed("read", store.load()).await.map_err(|e| self.store_error(e))?;
-        if view.leading {
-            stored = self.lead(store, stored, view, now).await?;
-        }
+        // A leader whose write fails still serves from what it last read (or wrote); the
+        // failure is reported after that.
+        let led = if view.leading { self.lead(store, &mut stored, view, now).await } else { Ok(()) };
         let Some(stored) = stored else {
+            led?;
             if !self.waiting_logged {
                 self.waiting_logged = true;
                 tracing::info!(
@@ -185,26 +186,27 @@ impl Replica {
             }
             return Ok(());
         };
-        let set = self.parse(&stored)?;
-        self.adopt(&set, shared, now)
+        let adopted = self.parse(&stored).and_then(|set| self.adopt(&set, shared, now));
+        led.and(adopted)
     }
 
-    /// The leader's writes: the steps [`plan`] asks for, until it waits or is idle.
+    /// The leader's writes: the steps [`plan`] asks for, until it waits or is idle. `stored` is
+    /// kept current with every write and re-read, also when a later step fails.
     async fn lead<S: CaStore>(
         &mut self,
         store: &S,
-        mut stored: Option<Stored>,
+        stored: &mut Option<Stored>,
         view: &LeaderView,
         now: SystemTime,
-    ) -> Result<Option<Stored>, CertError> {
+    ) -> Result<(), CertError> {
         let timing = self.config.timing;
         for _ in 0..MAX_STEPS {
-            let set = match &stored {
+            let set = match &*stored {
                 Some(s) => Some(self.parse(s)?),
                 None => None,
             };
             let step = plan(set.as_ref(), view.published.as_ref(), now, &timing);
-            let (set, version) = match (step.clone(), set, &stored) {
+            let (set, version) = match (step.clone(), set, &*stored) {
                 (Step::Create, _, _) => {
                     let new = CaSet::create(now, &timing)?;
                     let created =
@@ -219,7 +221,7 @@ impl Replica {
                     } else {
                         tracing::info!(store = %self.store, "another replica created the shared CA first; using it");
                     }
-                    stored = Some(created.stored);
+                    *stored = Some(created.stored);
                     continue;
                 }
                 (Step::WaitForPublication, ..) => {
@@ -237,16 +239,16 @@ impl Replica {
             match timed("update", store.replace(&version, new.to_data())).await {
                 Ok(written) => {
                     log_step(&self.store, &step, &new);
-                    stored = Some(written);
+                    *stored = Some(written);
                 }
                 Err(StoreError::Conflict { .. }) => {
                     tracing::debug!(store = %self.store, "changed while being rotated; re-reading");
-                    stored = timed("read", store.load()).await.map_err(|e| self.store_error(e))?;
+                    *stored = timed("read", store.load()).await.map_err(|e| self.store_error(e))?;
                 }
                 Err(e) => return Err(self.store_error(e)),
             }
         }
-        Ok(stored)
+        Ok(())
     }
 
     /// Publishes the bundle, then (never before) serves a new leaf when one is due.

@@ -403,3 +403,51 @@ async fn two_replicas_share_one_ca_through_a_rotation() {
     assert!(follower.reloads() >= 1 && leader.reloads() >= 1);
     assert_eq!((leader.reload_errors(), follower.reload_errors()), (0, 0));
 }
+
+/// A [`MemoryStore`] whose updates always fail (RBAC without `update`, an API server outage).
+#[derive(Clone, Default)]
+struct ReadOnlyStore(MemoryStore);
+
+impl CaStore for ReadOnlyStore {
+    fn describe(&self) -> String {
+        "read-only memory".into()
+    }
+
+    async fn load(&self) -> Result<Option<Stored>, StoreError> {
+        self.0.load().await
+    }
+
+    async fn create(&self, data: BTreeMap<String, Vec<u8>>) -> Result<Created, StoreError> {
+        self.0.create(data).await
+    }
+
+    async fn replace(&self, _version: &str, _data: BTreeMap<String, Vec<u8>>) -> Result<Stored, StoreError> {
+        Err(StoreError::Failed("update refused".into()))
+    }
+}
+
+/// A leader whose write fails (here: staging the next CA) still serves a leaf from the CA it
+/// read, and reports the failure.
+#[tokio::test]
+async fn a_leader_whose_write_fails_serves_from_the_ca_it_read() {
+    let timing = Timing::for_ca_validity(secs(3000));
+    // Created 2100 s ago: a third of its life is left, so the leader's first step is a write.
+    let set = CaSet::create(t0() - secs(2100), &timing).unwrap();
+    assert_eq!(plan(Some(&set), None, t0(), &timing), Step::Stage, "fixture: the leader writes");
+    let store = ReadOnlyStore::default();
+    *store.0.0.lock().unwrap() = Some(Stored { version: "1".into(), data: set.to_data() });
+
+    let config = SharedCa { dns_names: names(), secret_name: "ca".into(), timing };
+    let handle = start_shared(config, store.clone()).unwrap();
+    // On this single-threaded runtime the task has not run yet: its first tick leads.
+    handle.set_leading(true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while handle.not_after() == UNIX_EPOCH {
+        assert!(tokio::time::Instant::now() < deadline, "no leaf from the stored CA");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    verify(&set.current().pem.clone().into_bytes(), &handle.leaf(), SystemTime::now()).unwrap();
+    assert_eq!(handle.ca_bundle(), Some(set.bundle_pem()));
+    assert!(handle.reload_errors() >= 1, "the failed write is reported");
+    assert_eq!(store.0.0.lock().unwrap().as_ref().unwrap().data, set.to_data(), "nothing was written");
+}

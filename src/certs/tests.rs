@@ -220,24 +220,20 @@ async fn the_task_ends_when_the_last_handle_is_dropped() {
 // === self-signed ===
 
 fn settings(grace: Duration) -> Settings {
-    Settings {
-        dns_names: names(),
-        leaf_validity: DEFAULT_LEAF_VALIDITY,
-        renew_before: DEFAULT_RENEW_BEFORE,
-        ca_validity: DEFAULT_CA_VALIDITY,
-        publish_grace: grace,
-    }
+    Settings { dns_names: names(), timing: Timing { publish_grace: grace, ..Timing::default() } }
 }
 
 #[test]
 fn impossible_self_signed_settings_are_refused() {
     let base = settings(Duration::from_secs(600));
+    let with = |timing: Timing| Settings { timing, ..base.clone() };
+    let t = base.timing;
     let cases = [
         Settings { dns_names: vec![], ..base.clone() },
-        Settings { renew_before: Duration::ZERO, ..base.clone() },
-        Settings { renew_before: base.leaf_validity, ..base.clone() },
-        Settings { renew_before: 130 * DAY, leaf_validity: 200 * DAY, ..base.clone() },
-        Settings { publish_grace: 120 * DAY, ..base.clone() },
+        with(Timing { renew_before: Duration::ZERO, ..t }),
+        with(Timing { renew_before: t.leaf_validity, ..t }),
+        with(Timing { renew_before: 130 * DAY, leaf_validity: 200 * DAY, ..t }),
+        with(Timing { publish_grace: 120 * DAY, ..t }),
     ];
     for s in cases {
         let err = Authority::new(s.clone(), SystemTime::now()).err();

@@ -78,7 +78,7 @@ pub fn run(engine: &Engine, input: &CheckInput) -> CheckReport {
         index.assume_secret(&secret.namespace, &secret.name, secret.key.as_deref());
     }
     // Per-file indexes, absorbed in input order: a later file's object replaces an earlier
-    // one with the same key, as inserting them one by one does.
+    // one with the same key (even one that claims nothing), as inserting them one by one does.
     for file_index in in_parallel(&sources, |source| index_source(source, &stdin, &input.namespace)) {
         index.absorb(file_index);
     }

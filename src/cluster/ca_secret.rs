@@ -22,7 +22,7 @@ use kube::{Api, Client};
 use crate::certs::{CaStore, Created, DATA_KEYS, StoreError, Stored};
 
 /// Label put on the Secret.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "coder-guard");
+const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "coder-guard");
 /// Field manager of the writes.
 const FIELD_MANAGER: &str = "coder-guard";
 

@@ -178,18 +178,8 @@ impl std::fmt::Debug for Cache {
 /// The watches to run: each watched kind, in all namespaces or once per listed namespace
 /// (sorted, deduplicated, blanks dropped; an empty list means all namespaces).
 fn watch_plan(namespaces: Option<Vec<String>>) -> Vec<(Kind, Option<String>)> {
-    let namespaces: BTreeSet<String> =
-        namespaces.unwrap_or_default().into_iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
-    WATCHED_KINDS
-        .into_iter()
-        .flat_map(|kind| {
-            if namespaces.is_empty() {
-                vec![(kind, None)]
-            } else {
-                namespaces.iter().map(|ns| (kind, Some(ns.clone()))).collect()
-            }
-        })
-        .collect()
+    let scopes = super::scopes(&namespaces.unwrap_or_default());
+    WATCHED_KINDS.into_iter().flat_map(|kind| scopes.iter().map(move |scope| (kind, scope.clone()))).collect()
 }
 
 /// Feeds one watcher's events into the shared index until the cache is dropped. Errors are

@@ -52,13 +52,15 @@ mod lease;
 pub mod rbac;
 mod uninstall;
 
+use std::collections::BTreeSet;
+
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::core::{ApiResource, GroupVersionKind};
 
 use crate::policy::Kind;
 
 pub use ca_bundle::{CaBundleError, CaBundlePatched, patch_ca_bundle};
-pub use ca_secret::{CaSecret, MANAGED_BY, ca_secret_rbac_rules};
+pub use ca_secret::{CaSecret, ca_secret_rbac_rules};
 pub use cache::{Cache, ConfirmError};
 pub use lease::{Leadership, LeaseError, LeaseParams};
 pub use uninstall::{Removal, UninstallError, Uninstalled, delete_webhook_configurations, uninstall_rbac_rules};
@@ -73,6 +75,14 @@ pub const WATCHED_KINDS: [Kind; 7] = [
     Kind::CoderAIProvider,
     Kind::CoderProvisionerKey,
 ];
+
+/// Where watches run (`serve --namespace`): all namespaces (`[None]`) when `namespaces` lists
+/// none, else each listed namespace once (sorted, deduplicated, blanks dropped). The cache and
+/// the reconcile loop both use it.
+pub fn scopes(namespaces: &[String]) -> Vec<Option<String>> {
+    let listed: BTreeSet<&str> = namespaces.iter().map(|n| n.trim()).filter(|n| !n.is_empty()).collect();
+    if listed.is_empty() { vec![None] } else { listed.into_iter().map(|n| Some(n.to_owned())).collect() }
+}
 
 /// The API version the cache reads `kind` at.
 fn version(kind: Kind) -> &'static str {
@@ -145,6 +155,14 @@ pub fn ca_bundle_rbac_rules(validating: &str, mutating: &str) -> Vec<PolicyRule>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scopes_are_all_namespaces_or_each_listed_one_once() {
+        assert_eq!(scopes(&[]), vec![None]);
+        assert_eq!(scopes(&[" ".to_owned(), String::new()]), vec![None], "blanks are dropped");
+        let listed = ["b", "a", " b ", ""].map(str::to_owned);
+        assert_eq!(scopes(&listed), vec![Some("a".to_owned()), Some("b".to_owned())]);
+    }
 
     #[test]
     fn rbac_is_read_only_on_exactly_the_watched_kinds() {

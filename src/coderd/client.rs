@@ -41,11 +41,13 @@ impl Client {
     /// A client for coderd at `url`. With `ca_pem`, only that CA bundle is trusted; without it,
     /// the bundled Mozilla roots are.
     pub fn new(url: &str, token: Secret, ca_pem: Option<&[u8]>, timeout: Duration) -> Result<Self, Error> {
-        let config = |reason: String| Error::Config { url: url.to_owned(), reason };
-        let base = Url::parse(url).map_err(|e| config(format!("not an absolute URL: {e}")))?;
-        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(config("the URL must be http:// or https://".into()));
-        }
+        let base = base_url(url)?;
+        Ok(Client { http: Client::http(url, ca_pem, timeout)?, base, token })
+    }
+
+    /// The HTTP client [`Client::new`] builds for coderd at `url` (trusting `ca_pem` only, when
+    /// given). It holds no token, so it can be kept and reused with [`Client::with_http`].
+    pub fn http(url: &str, ca_pem: Option<&[u8]>, timeout: Duration) -> Result<reqwest::Client, Error> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(timeout)
@@ -53,14 +55,18 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none());
         if let Some(pem) = ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|_| config("the CA bundle holds no readable PEM certificate".into()))?;
+                .map_err(|_| config(url, "the CA bundle holds no readable PEM certificate"))?;
             if certs.is_empty() {
-                return Err(config("the CA bundle holds no PEM certificate".into()));
+                return Err(config(url, "the CA bundle holds no PEM certificate"));
             }
             builder = certs.into_iter().fold(builder.tls_built_in_root_certs(false), |b, c| b.add_root_certificate(c));
         }
-        let http = builder.build().map_err(|e| config(e.to_string()))?;
-        Ok(Client { http, base, token })
+        builder.build().map_err(|e| config(url, e.to_string()))
+    }
+
+    /// A client for coderd at `url` that sends `token` over `http` (from [`Client::http`]).
+    pub fn with_http(http: reqwest::Client, url: &str, token: Secret) -> Result<Self, Error> {
+        Ok(Client { http, base: base_url(url)?, token })
     }
 
     /// The base URL.
@@ -203,6 +209,11 @@ impl Client {
     /// `GET /api/v2/provisionerkeys/{key}` authenticated by the key itself: the key coderd
     /// knows under this plaintext, or `None` if it knows none.
     pub async fn verify_provisioner_key(&self, plaintext: &Secret) -> Result<Option<ProvisionerKey>, Error> {
+        // A value HTTP cannot carry in a header is no key coderd made (and would be mistaken
+        // for a bad token below).
+        if reqwest::header::HeaderValue::from_str(plaintext.expose()).is_err() {
+            return Ok(None);
+        }
         let url = self.endpoint_url(&["api", "v2", "provisionerkeys", plaintext.expose()]);
         let request = self.http.get(url).header(DAEMON_KEY_HEADER, plaintext.expose());
         let endpoint = "GET /api/v2/provisionerkeys/[redacted]".to_owned();
@@ -304,7 +315,18 @@ impl Client {
             endpoint: endpoint.clone(),
             reason: describe(&e),
         };
-        let response = request.send().await.map_err(unreachable)?;
+        let response = request.send().await.map_err(|e| {
+            if e.is_builder() {
+                // Nothing was sent: a value HTTP cannot carry (the token from a Secret) is no
+                // network trouble and does not go away by retrying.
+                config(
+                    self.base.as_str(),
+                    "the token or a header value contains characters HTTP does not allow; check the token Secret",
+                )
+            } else {
+                unreachable(e)
+            }
+        })?;
         let status = response.status();
         let after = retry_after(response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()));
         let body = response.bytes().await.map_err(unreachable)?;
@@ -316,6 +338,19 @@ impl Client {
             Err(ApiError::new(endpoint, status.as_u16(), &body, after, &secrets).into())
         }
     }
+}
+
+/// `url` checked as a base for coderd's API: absolute, http or https.
+fn base_url(url: &str) -> Result<Url, Error> {
+    let base = Url::parse(url).map_err(|e| config(url, format!("not an absolute URL: {e}")))?;
+    if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+        return Err(config(url, "the URL must be http:// or https://"));
+    }
+    Ok(base)
+}
+
+fn config(url: &str, reason: impl Into<String>) -> Error {
+    Error::Config { url: url.to_owned(), reason: reason.into() }
 }
 
 /// Whether a failed idempotent call is worth repeating at once: no answer, or a 5xx.
@@ -402,6 +437,30 @@ mod tests {
         }
         let err = Client::new("https://c", Secret::new("t"), Some(b"not pem"), Duration::from_secs(1)).unwrap_err();
         assert!(err.to_string().contains("CA bundle"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_token_http_cannot_carry_is_a_config_error_not_an_unreachable_coderd() {
+        // Nothing listens on the port: the request fails before anything is sent.
+        let client =
+            Client::new("http://127.0.0.1:9", Secret::new("s3cr3t\nvalue"), None, Duration::from_secs(1)).unwrap();
+        let err = client.me().await.unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err}");
+        assert_eq!(err.class(), super::super::Class::Invalid);
+        assert!(err.to_string().contains("check the token Secret"), "{err}");
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+        // A provisioner key HTTP cannot carry is no key coderd knows.
+        let client = Client::new("http://127.0.0.1:9", Secret::new("t"), None, Duration::from_secs(1)).unwrap();
+        assert!(client.verify_provisioner_key(&Secret::new("k\ney")).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn a_reused_http_client_takes_the_url_and_token_given() {
+        let http = Client::http("https://coder.example.com", None, Duration::from_secs(1)).unwrap();
+        let client = Client::with_http(http.clone(), "https://coder.example.com/", Secret::new("t")).unwrap();
+        assert_eq!(client.url(), "https://coder.example.com/");
+        let err = Client::with_http(http, "coder.example.com", Secret::new("t")).unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err}");
     }
 
     #[test]

@@ -8,7 +8,8 @@ use super::types::{ErrorBody, Validation};
 /// A failed coderd call.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The client cannot be built from the given settings.
+    /// The client, or a request, cannot be built from the given settings (a bad URL or CA
+    /// bundle, a token HTTP cannot carry). Not transient: the settings must change.
     #[error("coderd client for {url}: {reason}")]
     Config { url: String, reason: String },
     /// No HTTP answer: connection refused or reset, TLS failure, timeout.
@@ -63,12 +64,15 @@ pub enum Class {
     Conflict,
     /// 400 and other 4xx: the request (i.e. the spec) is invalid.
     Rejected,
+    /// No request was made: the settings (URL, CA bundle, token) cannot be used.
+    Invalid,
 }
 
 impl Error {
     pub fn class(&self) -> Class {
         match self {
-            Error::Unreachable { .. } | Error::Decode { .. } | Error::Config { .. } => Class::Transient,
+            Error::Unreachable { .. } | Error::Decode { .. } => Class::Transient,
+            Error::Config { .. } => Class::Invalid,
             Error::Api(e) => e.class(),
         }
     }

@@ -247,7 +247,8 @@ pub struct Index {
     /// Retained fields of indexed objects, as compact JSON text (parsed on lookup).
     objects: HashMap<ObjectKey, Box<str>>,
     claims: HashMap<Claim, Vec<ObjectKey>>,
-    /// The claims each object makes, to forget them on removal.
+    /// The claims each non-Secret object makes (possibly none), to forget them on removal and
+    /// to know which keys an index holds.
     claimed_by: HashMap<ObjectKey, Vec<Claim>>,
     /// When true a miss is `Absent`; when false it is `Unknown`.
     authoritative: bool,
@@ -281,9 +282,9 @@ impl Index {
             owners.push(key.clone());
             owners.sort();
         }
-        if !claims.is_empty() {
-            self.claimed_by.insert(key.clone(), claims);
-        }
+        // Recorded even when empty: `absorb` replaces exactly the keys listed here, so an
+        // object that claims nothing and keeps no fields still replaces an earlier one.
+        self.claimed_by.insert(key.clone(), claims);
         if let Some((_, fields)) = INDEXED_FIELDS.iter().find(|(k, _)| *k == kind) {
             self.objects.insert(key, retained(object, fields).to_string().into());
         }
@@ -316,16 +317,16 @@ impl Index {
         }
     }
 
-    /// Moves every entry of `other` into this index, replacing entries with the same key. A
-    /// cache stages a relist in a separate index (Secrets reduced to digests on arrival) and
-    /// applies it in one step with this. `other`'s authority is ignored. An object `other`
-    /// keeps nothing of (no retained fields, no claims) replaces nothing: remove the keys being
-    /// replaced first when that matters.
+    /// Moves every entry of `other` into this index, replacing entries with the same key: the
+    /// same as inserting `other`'s objects here one by one. A cache stages a relist in a
+    /// separate index (Secrets reduced to digests on arrival) and applies it in one step with
+    /// this; `check` indexes files separately and absorbs them in input order. `other`'s
+    /// authority is ignored.
     pub fn absorb(&mut self, other: Index) {
         let Index { secrets, objects, claimed_by, .. } = other;
         self.secrets.extend(secrets);
-        let keys: BTreeSet<ObjectKey> = objects.keys().chain(claimed_by.keys()).cloned().collect();
-        for key in &keys {
+        // Every non-Secret object `other` holds has a `claimed_by` entry, claims or not.
+        for key in claimed_by.keys() {
             self.remove(key);
         }
         self.objects.extend(objects);
@@ -571,5 +572,38 @@ mod tests {
         assert!(matches!(index.secret("ns", "added"), Found::Present(_)));
         // The receiving index keeps its authority.
         assert_eq!(index.secret("ns", "missing"), Found::Absent);
+    }
+
+    #[test]
+    fn absorb_matches_inserting_one_by_one_when_the_later_object_keeps_nothing() {
+        let org = json!({"apiVersion": "coderd.coder.com/v1alpha1", "kind": "CoderOrganization",
+            "metadata": {"name": "o", "namespace": "ns"}, "spec": {"instanceRef": {"name": "i"}, "name": "a"}});
+        // Same key, but it does not decode (no instanceRef): it claims nothing, and the index
+        // keeps no fields of organizations.
+        let patch = json!({"apiVersion": "coderd.coder.com/v1alpha1", "kind": "CoderOrganization",
+            "metadata": {"name": "o", "namespace": "ns"}, "spec": {"name": "a"}});
+        let claim = Claim::Organization { namespace: "ns".into(), instance: "i".into(), name: "a".into() };
+
+        let mut sequential = Index::new(false);
+        sequential.insert(&org, "ns");
+        sequential.insert(&patch, "ns");
+
+        let (mut first, mut second) = (Index::new(false), Index::new(false));
+        first.insert(&org, "ns");
+        second.insert(&patch, "ns");
+        assert_eq!(first.claimants(&claim), vec![key(Kind::CoderOrganization, "o")], "fixture: the first claims");
+        let mut absorbed = Index::new(false);
+        absorbed.absorb(first);
+        absorbed.absorb(second);
+
+        assert!(sequential.claimants(&claim).is_empty());
+        assert_eq!(absorbed.claimants(&claim), sequential.claimants(&claim));
+        assert_eq!(
+            absorbed.object(Kind::CoderOrganization, "ns", "o"),
+            sequential.object(Kind::CoderOrganization, "ns", "o")
+        );
+        assert_eq!(absorbed.objects, sequential.objects);
+        assert_eq!(absorbed.claims, sequential.claims);
+        assert_eq!(absorbed.claimed_by, sequential.claimed_by);
     }
 }

@@ -20,10 +20,9 @@ use super::cleanup::{Removal, finish_cleanup};
 use super::outcome::{Report, Surface, Wait, digest};
 use super::status::{self, FINALIZER};
 use super::{Context, Dependencies, Error};
-use crate::api::common::SecretKeyRef;
 use crate::api::own::{
-    AiProviderType, BedrockProtocol, BedrockSpec, CoderAIProvider, CoderAIProviderSpec, DEFAULT_ACCESS_KEY_ID_KEY,
-    DEFAULT_API_KEY_KEY, DEFAULT_SECRET_ACCESS_KEY_KEY,
+    BedrockSpec, CoderAIProvider, CoderAIProviderSpec, DEFAULT_ACCESS_KEY_ID_KEY, DEFAULT_API_KEY_KEY,
+    DEFAULT_SECRET_ACCESS_KEY_KEY,
 };
 use crate::coderd::types::{AiProvider, BedrockSettings, CreateAiProvider, UpdateAiProvider};
 use crate::coderd::{self, Class, Secret};
@@ -32,6 +31,9 @@ use crate::coderd::{self, Class, Secret};
 pub const PROVIDER_READY: &str = "ProviderReady";
 
 impl Dependencies for CoderAIProvider {
+    const SECRETS: bool = true;
+    const DEPENDS_ON_INSTANCE: bool = true;
+
     fn secret_names(&self) -> Vec<String> {
         let bedrock =
             self.spec.bedrock.iter().flat_map(|b| [b.access_key_ref.as_ref(), b.access_key_secret_ref.as_ref()]);
@@ -77,28 +79,6 @@ pub enum ProviderPlan {
     InSync { id: String },
 }
 
-/// coderd's name of a provider type.
-pub fn type_name(type_: AiProviderType) -> &'static str {
-    match type_ {
-        AiProviderType::Openai => "openai",
-        AiProviderType::Anthropic => "anthropic",
-        AiProviderType::Azure => "azure",
-        AiProviderType::Google => "google",
-        AiProviderType::OpenaiCompat => "openai-compat",
-        AiProviderType::Openrouter => "openrouter",
-        AiProviderType::Vercel => "vercel",
-        AiProviderType::Bedrock => "bedrock",
-        AiProviderType::Copilot => "copilot",
-    }
-}
-
-fn protocol_name(protocol: BedrockProtocol) -> &'static str {
-    match protocol {
-        BedrockProtocol::InvokeModel => "invoke-model",
-        BedrockProtocol::Mantle => "mantle",
-    }
-}
-
 /// Compares `spec` (with its `credentials`) to `observed`. `secrets_changed`: the credentials'
 /// digest differs from the last one applied, so every key is sent again. Fields the spec leaves
 /// unset (display name, icon, Bedrock models, role, protocol, the whole Bedrock block) are not
@@ -114,7 +94,7 @@ pub fn plan_provider(
     };
     let Some(current) = observed else {
         return Ok(ProviderPlan::Create(CreateAiProvider {
-            type_: type_name(spec.type_).to_owned(),
+            type_: spec.type_.as_str().to_owned(),
             name: spec.name.clone(),
             display_name: spec.display_name.clone(),
             icon: spec.icon.clone(),
@@ -124,7 +104,7 @@ pub fn plan_provider(
             settings: spec.bedrock.as_ref().map(|b| bedrock_settings(b, None, access_keys(true))),
         }));
     };
-    let want_type = type_name(spec.type_);
+    let want_type = spec.type_.as_str();
     if current.type_ != want_type {
         let message = format!(
             "provider {} exists in coderd with type {:?}, not {want_type:?}; the type of an existing provider cannot \
@@ -192,7 +172,7 @@ fn bedrock_settings(
         model: keep(&spec.model, |c| &c.model),
         small_fast_model: keep(&spec.small_fast_model, |c| &c.small_fast_model),
         role_arn: keep(&spec.role_arn, |c| &c.role_arn),
-        protocol: keep(&spec.protocol.map(|p| protocol_name(p).to_owned()), |c| &c.protocol),
+        protocol: keep(&spec.protocol.map(|p| p.as_str().to_owned()), |c| &c.protocol),
         access_key,
         access_key_secret,
         type_: "bedrock".to_owned(),
@@ -220,7 +200,7 @@ fn same_bedrock(a: &BedrockSettings, b: &BedrockSettings) -> bool {
 pub fn plan_removal(spec: &CoderAIProviderSpec, observed: Option<&AiProvider>) -> Removal {
     match observed {
         None => Removal::Gone,
-        Some(p) if p.type_ != type_name(spec.type_) => Removal::Keep(format!(
+        Some(p) if p.type_ != spec.type_.as_str() => Removal::Keep(format!(
             "AI provider {} in coderd has type {:?}, so this resource never managed it; it was left in place",
             p.name, p.type_
         )),
@@ -315,33 +295,23 @@ async fn read_credentials(ctx: &Context, namespace: &str, spec: &CoderAIProvider
     let mut credentials = Credentials::default();
     for (i, reference) in spec.api_key_secret_refs.iter().enumerate() {
         let field = format!("spec.apiKeySecretRefs[{i}]");
-        credentials.api_keys.push(read_secret(ctx, namespace, reference, DEFAULT_API_KEY_KEY, &field).await?);
+        credentials
+            .api_keys
+            .push(ctx.require_secret(PROVIDER_READY, namespace, reference, DEFAULT_API_KEY_KEY, &field).await?);
     }
     if let Some(bedrock) = &spec.bedrock {
         if let Some(reference) = &bedrock.access_key_ref {
             let field = "spec.bedrock.accessKeyRef";
             credentials.access_key =
-                Some(read_secret(ctx, namespace, reference, DEFAULT_ACCESS_KEY_ID_KEY, field).await?);
+                Some(ctx.require_secret(PROVIDER_READY, namespace, reference, DEFAULT_ACCESS_KEY_ID_KEY, field).await?);
         }
         if let Some(reference) = &bedrock.access_key_secret_ref {
             let (key, field) = (DEFAULT_SECRET_ACCESS_KEY_KEY, "spec.bedrock.accessKeySecretRef");
-            credentials.access_key_secret = Some(read_secret(ctx, namespace, reference, key, field).await?);
+            credentials.access_key_secret =
+                Some(ctx.require_secret(PROVIDER_READY, namespace, reference, key, field).await?);
         }
     }
     Ok(credentials)
-}
-
-/// One value, without surrounding whitespace (a trailing newline from `--from-file`): no key
-/// contains any, and coderd rejects it.
-async fn read_secret(
-    ctx: &Context,
-    namespace: &str,
-    reference: &SecretKeyRef,
-    default_key: &str,
-    field: &str,
-) -> Result<Secret, Surface> {
-    let value = ctx.require_secret(PROVIDER_READY, namespace, reference, default_key, field).await?;
-    Ok(Secret::new(value.expose().trim()))
 }
 
 async fn cleanup(ctx: &Context, object: &CoderAIProvider) -> Result<Action, Error> {

@@ -1,7 +1,7 @@
 //! [`Context`]: what every controller shares — the Kubernetes client, the Event recorder,
-//! coderd clients per `CoderInstance`, per-object failure counts — and the reads every
-//! controller needs: Secret values (held only for one reconcile) and the instance a resource
-//! points at.
+//! HTTP clients per `CoderInstance` (without tokens), per-object failure counts — and the reads
+//! every controller needs: Secret values (held only for one reconcile) and the instance a
+//! resource points at.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -62,8 +62,9 @@ pub struct Context {
     pub recorder: Recorder,
     pub config: Config,
     pub metrics: super::Metrics,
-    /// Per `namespace/instance`: the fingerprint of the settings and the client built from them.
-    clients: Mutex<HashMap<String, (String, coderd::Client)>>,
+    /// Per `namespace/instance`: the fingerprint of URL and CA and the HTTP client built from
+    /// them. No token: that is read for each reconcile and dropped with it.
+    clients: Mutex<HashMap<String, (String, reqwest::Client)>>,
     /// Consecutive failures per object UID, for back-off.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -94,12 +95,12 @@ impl Context {
         }
     }
 
-    /// The value of `key` in Secret `namespace/name`; `Ok(None)` when the Secret or the key is
-    /// missing or the value is empty.
+    /// The value of `key` in Secret `namespace/name` without surrounding whitespace (see
+    /// [`secret_text`]); `Ok(None)` when the Secret or the key is missing or the value is blank.
     pub async fn secret_value(&self, namespace: &str, name: &str, key: &str) -> Result<Option<Secret>, kube::Error> {
         let secret = Api::<KubeSecret>::namespaced(self.kube.clone(), namespace).get_opt(name).await?;
         let value = secret.and_then(|s| s.data).and_then(|mut d| d.remove(key)).map(|v| v.0);
-        Ok(value.filter(|v| !v.is_empty()).map(|v| Secret::new(String::from_utf8_lossy(&v).into_owned())))
+        Ok(value.as_deref().and_then(secret_text))
     }
 
     /// Like [`Self::secret_value`], but a missing value is a failed `surface` that says which
@@ -165,7 +166,7 @@ impl Context {
     }
 
     /// A coderd client for `instance`: its URL and token from the spec or its control plane.
-    /// Clients are reused while URL, token and CA stay the same.
+    /// The HTTP client is reused while URL and CA stay the same; the token is the one just read.
     pub async fn connect(&self, surface: &'static str, instance: &CoderInstance) -> Result<coderd::Client, Surface> {
         let namespace = instance.metadata.namespace.clone().unwrap_or_default();
         let name = instance.metadata.name.clone().unwrap_or_default();
@@ -195,19 +196,24 @@ impl Context {
             Some(r) => Some(self.require_secret(surface, &namespace, r, DEFAULT_CA_KEY, "spec.caSecretRef").await?),
             None => None,
         };
-        let ca_text = ca.as_ref().map(Secret::expose).unwrap_or_default();
-        let fingerprint = digest(&format!("{namespace}/{name}"), &[&url, token.expose(), ca_text]);
-        let key = format!("{namespace}/{name}");
+        let invalid = |e: coderd::Error| Surface::failed(surface, "InvalidSpec", e.to_string(), Wait::Slow);
+        let http = self.http_client(&format!("{namespace}/{name}"), &url, ca.as_ref()).map_err(invalid)?;
+        coderd::Client::with_http(http, &url, token).map_err(invalid)
+    }
+
+    /// The cached HTTP client of instance `key` (`namespace/name`) for `url` and `ca`, built anew
+    /// when either changed.
+    fn http_client(&self, key: &str, url: &str, ca: Option<&Secret>) -> Result<reqwest::Client, coderd::Error> {
+        let fingerprint = digest(key, &[url, ca.map(Secret::expose).unwrap_or_default()]);
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((known, client)) = clients.get(&key)
+        if let Some((known, http)) = clients.get(key)
             && *known == fingerprint
         {
-            return Ok(client.clone());
+            return Ok(http.clone());
         }
-        let client = coderd::Client::new(&url, token, ca.as_ref().map(|c| c.expose().as_bytes()), self.config.timeout)
-            .map_err(|e| Surface::failed(surface, "InvalidSpec", e.to_string(), Wait::Slow))?;
-        clients.insert(key, (fingerprint, client.clone()));
-        Ok(client)
+        let http = coderd::Client::http(url, ca.map(|c| c.expose().as_bytes()), self.config.timeout)?;
+        clients.insert(key.to_owned(), (fingerprint, http.clone()));
+        Ok(http)
     }
 
     /// URL and token reference from a `CoderControlPlane`'s status.
@@ -242,6 +248,15 @@ impl Context {
     }
 }
 
+/// A Secret value as text without surrounding whitespace, or `None` when blank. A file-made
+/// Secret (`kubectl create secret --from-file`) ends in a newline that no token, key, license or
+/// CA bundle contains, and that HTTP cannot carry in a header.
+pub fn secret_text(value: &[u8]) -> Option<Secret> {
+    let text = String::from_utf8_lossy(value);
+    let text = text.trim();
+    (!text.is_empty()).then(|| Secret::new(text))
+}
+
 /// A failed Kubernetes call on `surface`: transient, retried with back-off.
 pub fn kube_failure(surface: &'static str, error: &kube::Error) -> Surface {
     let (reason, hint) = match error {
@@ -263,4 +278,22 @@ pub fn jitter() -> f64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(0);
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_values_lose_surrounding_whitespace_and_blank_ones_count_as_missing() {
+        let text = |v: &[u8]| secret_text(v).map(|s| s.expose().to_owned());
+        assert_eq!(text(b"token-123\n").as_deref(), Some("token-123"));
+        assert_eq!(text(b" \tsk-1 \r\n").as_deref(), Some("sk-1"));
+        assert_eq!(
+            text(b"-----BEGIN X-----\nabc\n-----END X-----\n").as_deref(),
+            Some("-----BEGIN X-----\nabc\n-----END X-----")
+        );
+        assert_eq!(text(b""), None);
+        assert_eq!(text(b" \n"), None);
+    }
 }

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use base64::Engine as _;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use tracing::{Instrument, info, info_span};
+use tracing::info;
 
 use super::context::{CONNECTED, LICENSE_APPLIED};
 use super::outcome::{Report, Surface, Wait};
 use super::{Context, Dependencies, Error, status};
-use crate::api::own::{AppearanceSpec, CoderInstance, DEFAULT_LICENSE_KEY, OrganizationSyncSpec};
+use crate::api::own::{AppearanceSpec, CoderInstance, DEFAULT_LICENSE_KEY, LicenseSpec, OrganizationSyncSpec};
 use crate::coderd::types::{Appearance, Banner, Entitlements, License, Organization, OrganizationSyncSettings};
 use crate::coderd::{self, Secret};
 
@@ -26,6 +26,9 @@ const APPEARANCE_APPLIED: &str = "AppearanceApplied";
 const ORGANIZATION_SYNC_APPLIED: &str = "OrganizationSyncApplied";
 
 impl Dependencies for CoderInstance {
+    const SECRETS: bool = true;
+    const DEPENDS_ON_INSTANCE: bool = false;
+
     fn secret_names(&self) -> Vec<String> {
         let spec = &self.spec;
         let license = spec.license.as_ref().map(|l| &l.secret_ref);
@@ -50,34 +53,32 @@ struct Learned {
 }
 
 pub(super) async fn reconcile(object: Arc<CoderInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span =
-        info_span!("reconcile", kind = "CoderInstance", namespace = object.namespace(), name = object.name_any());
-    async move {
-        let mut report = Report::default();
-        let mut learned = Learned::default();
-        if object.metadata.deletion_timestamp.is_none() {
-            apply(&ctx, &object, &mut report, &mut learned).await;
-        }
-        status::publish(&ctx, &*object, &report, |status| {
-            if let Some(version) = learned.version {
-                status.coderd_version = Some(version);
-            }
-            if let Some(entitlements) = learned.entitlements {
-                status.entitlements = entitlements;
-            }
-            if let Some(uuids) = learned.license_uuids {
-                let applied = status.applied.get_or_insert_with(Default::default);
-                applied.license_uuids = uuids;
-            }
-        })
-        .await
-        .map_err(Error::from)
-    }
-    .instrument(span)
-    .await
+    // Deleting an instance changes nothing in coderd (and it carries no finalizer): no report,
+    // so its conditions do not claim that coderd matches a spec that is going away.
+    status::dispatch(&*object, apply(&ctx, &object), async { Ok(Action::await_change()) }).await
 }
 
-async fn apply(ctx: &Context, object: &CoderInstance, report: &mut Report, learned: &mut Learned) {
+async fn apply(ctx: &Context, object: &CoderInstance) -> Result<Action, Error> {
+    let mut report = Report::default();
+    let mut learned = Learned::default();
+    converge(ctx, object, &mut report, &mut learned).await;
+    status::publish(ctx, object, &report, |status| {
+        if let Some(version) = learned.version {
+            status.coderd_version = Some(version);
+        }
+        if let Some(entitlements) = learned.entitlements {
+            status.entitlements = entitlements;
+        }
+        if let Some(uuids) = learned.license_uuids {
+            let applied = status.applied.get_or_insert_with(Default::default);
+            applied.license_uuids = uuids;
+        }
+    })
+    .await
+    .map_err(Error::from)
+}
+
+async fn converge(ctx: &Context, object: &CoderInstance, report: &mut Report, learned: &mut Learned) {
     let client = match connected(ctx, object, learned).await {
         Ok(client) => {
             report.push(Surface::ok(CONNECTED, "Connected", format!("coderd at {} accepts the token", client.url())));
@@ -85,8 +86,8 @@ async fn apply(ctx: &Context, object: &CoderInstance, report: &mut Report, learn
         }
         Err(surface) => return report.push(surface),
     };
-    if object.spec.license.is_some() {
-        report.push(license(ctx, object, &client, learned).await);
+    if let Some(spec) = &object.spec.license {
+        report.push(license(ctx, object, spec, &client, learned).await);
     }
     let entitlements = match client.entitlements().await {
         Ok(e) => {
@@ -121,8 +122,13 @@ async fn connected(ctx: &Context, object: &CoderInstance, learned: &mut Learned)
     Ok(client)
 }
 
-async fn license(ctx: &Context, object: &CoderInstance, client: &coderd::Client, learned: &mut Learned) -> Surface {
-    let Some(spec) = &object.spec.license else { return Surface::ok(LICENSE_APPLIED, "NotRequested", "") };
+async fn license(
+    ctx: &Context,
+    object: &CoderInstance,
+    spec: &LicenseSpec,
+    client: &coderd::Client,
+    learned: &mut Learned,
+) -> Surface {
     let namespace = object.namespace().unwrap_or_default();
     let field = "spec.license.secretRef";
     let jwt = match ctx.require_secret(LICENSE_APPLIED, &namespace, &spec.secret_ref, DEFAULT_LICENSE_KEY, field).await

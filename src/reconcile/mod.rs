@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::ResourceExt;
@@ -42,7 +43,7 @@ pub use context::{Config, Context};
 pub use metrics::Metrics;
 use status::Managed;
 
-use crate::api::own::CoderInstance;
+use crate::api::own::{CoderAIProvider, CoderInstance, CoderOrganization, CoderProvisionerKey};
 
 /// Why a reconcile could not record its result.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,12 @@ pub enum Error {
 
 /// What a kind's controller needs to know to be triggered by other objects.
 trait Dependencies: Managed {
+    /// Whether objects of this kind reference Secrets: if so, a (metadata-only) Secret watch
+    /// triggers their reconciles.
+    const SECRETS: bool;
+    /// Whether objects of this kind belong to a `CoderInstance`: if so, a `CoderInstance` watch
+    /// triggers their reconciles.
+    const DEPENDS_ON_INSTANCE: bool;
     /// Names of Secrets (same namespace) whose change should reconcile this object.
     fn secret_names(&self) -> Vec<String>;
     /// The `CoderInstance` (same namespace) this object belongs to.
@@ -62,7 +69,21 @@ trait Dependencies: Managed {
 
 type Reconciler<K> = fn(Arc<K>, Arc<Context>) -> BoxFuture<'static, Result<Action, Error>>;
 
-/// Runs every controller until `shutdown` completes.
+/// The API of `K` in `scope`: one namespace, or all (`None`).
+fn scoped<K>(kube: &kube::Client, scope: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match scope {
+        Some(namespace) => Api::namespaced(kube.clone(), namespace),
+        None => Api::all(kube.clone()),
+    }
+}
+
+/// Runs every controller until `shutdown` completes: per scope ([`cluster::scopes`](crate::cluster::scopes) of
+/// `Config::namespaces`), one controller per kind and one re-stamper. With namespaces listed,
+/// every watch and list is namespaced, so per-namespace Roles suffice.
 pub async fn run(
     kube: kube::Client,
     config: Config,
@@ -72,63 +93,81 @@ pub async fn run(
     metrics.leading.set(1);
     let ctx = Arc::new(Context::new(kube, config, metrics));
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    futures::join!(
-        drive::<CoderInstance>(ctx.clone(), |o, c| Box::pin(instance::reconcile(o, c)), shutdown.clone()),
-        drive::<crate::api::own::CoderOrganization>(
-            ctx.clone(),
-            |o, c| Box::pin(organization::reconcile(o, c)),
-            shutdown.clone()
-        ),
-        drive::<crate::api::own::CoderAIProvider>(
-            ctx.clone(),
-            |o, c| Box::pin(ai_provider::reconcile(o, c)),
-            shutdown.clone()
-        ),
-        drive::<crate::api::own::CoderProvisionerKey>(
-            ctx.clone(),
-            |o, c| Box::pin(provisioner_key::reconcile(o, c)),
-            shutdown.clone()
-        ),
-        restamp::run(ctx.clone(), shutdown.clone()),
-    );
+    let mut work: Vec<BoxFuture<'static, ()>> = Vec::new();
+    for scope in crate::cluster::scopes(&ctx.config.namespaces) {
+        let per_scope: [BoxFuture<'static, ()>; 5] = [
+            Box::pin(drive::<CoderInstance>(
+                ctx.clone(),
+                scope.clone(),
+                |o, c| Box::pin(instance::reconcile(o, c)),
+                shutdown.clone(),
+            )),
+            Box::pin(drive::<CoderOrganization>(
+                ctx.clone(),
+                scope.clone(),
+                |o, c| Box::pin(organization::reconcile(o, c)),
+                shutdown.clone(),
+            )),
+            Box::pin(drive::<CoderAIProvider>(
+                ctx.clone(),
+                scope.clone(),
+                |o, c| Box::pin(ai_provider::reconcile(o, c)),
+                shutdown.clone(),
+            )),
+            Box::pin(drive::<CoderProvisionerKey>(
+                ctx.clone(),
+                scope.clone(),
+                |o, c| Box::pin(provisioner_key::reconcile(o, c)),
+                shutdown.clone(),
+            )),
+            Box::pin(restamp::run(ctx.clone(), scope, shutdown.clone())),
+        ];
+        work.extend(per_scope);
+    }
+    futures::future::join_all(work).await;
     ctx.metrics.leading.set(0);
 }
 
-/// One controller: the kind itself, the Secrets it references and (for dependants) its
-/// `CoderInstance` trigger reconciles.
+/// One controller in `scope` (a namespace, or all): the kind itself, the Secrets it references
+/// and (for dependants) its `CoderInstance` trigger reconciles.
 async fn drive<K: Dependencies>(
     ctx: Arc<Context>,
+    scope: Option<String>,
     reconcile: Reconciler<K>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let kube = ctx.kube.clone();
-    let controller = Controller::new(Api::<K>::all(kube.clone()), watcher::Config::default())
+    let scope = scope.as_deref();
+    let mut controller = Controller::new(scoped::<K>(&kube, scope), watcher::Config::default())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency));
     let store = controller.store();
-    // Metadata only: a Secret's data never reaches this watch.
-    let secrets = Api::<PartialObjectMeta<KubeSecret>>::all(kube.clone());
-    let by_secret = store.clone();
-    let controller = controller.watches(secrets, watcher::Config::default(), move |secret| {
-        let (namespace, name) = (secret.namespace(), secret.name_any());
-        by_secret
-            .state()
-            .into_iter()
-            .filter(|o| o.namespace() == namespace && o.secret_names().contains(&name))
-            .map(|o| ObjectRef::from_obj(&*o))
-            .collect::<Vec<_>>()
-    });
-    let by_instance = store;
-    let controller = controller
-        .watches(Api::<CoderInstance>::all(kube), watcher::Config::default(), move |instance| {
-            let (namespace, name) = (instance.namespace(), instance.name_any());
-            by_instance
+    if K::SECRETS {
+        // Metadata only: a Secret's data never reaches this watch.
+        let secrets = scoped::<PartialObjectMeta<KubeSecret>>(&kube, scope);
+        let by_secret = store.clone();
+        controller = controller.watches(secrets, watcher::Config::default(), move |secret| {
+            let (namespace, name) = (secret.namespace(), secret.name_any());
+            by_secret
                 .state()
                 .into_iter()
-                .filter(|o| o.namespace() == namespace && o.instance_name() == Some(name.as_str()))
+                .filter(|o| o.namespace() == namespace && o.secret_names().contains(&name))
                 .map(|o| ObjectRef::from_obj(&*o))
                 .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(shutdown);
+        });
+    }
+    if K::DEPENDS_ON_INSTANCE {
+        let by_instance = store;
+        controller =
+            controller.watches(scoped::<CoderInstance>(&kube, scope), watcher::Config::default(), move |instance| {
+                let (namespace, name) = (instance.namespace(), instance.name_any());
+                by_instance
+                    .state()
+                    .into_iter()
+                    .filter(|o| o.namespace() == namespace && o.instance_name() == Some(name.as_str()))
+                    .map(|o| ObjectRef::from_obj(&*o))
+                    .collect::<Vec<_>>()
+            });
+    }
     let timed = move |object: Arc<K>, ctx: Arc<Context>| {
         let started = std::time::Instant::now();
         let metrics = ctx.metrics.clone();
@@ -140,6 +179,7 @@ async fn drive<K: Dependencies>(
         }
     };
     controller
+        .graceful_shutdown_on(shutdown)
         .run(timed, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -182,4 +222,41 @@ pub fn rbac_rules() -> Vec<PolicyRule> {
         rule("apps", &["deployments"], &["get", "list", "patch"]),
         rule("events.k8s.io", &["events"], &["create", "patch"]),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+
+    /// A kind without a Secret or CoderInstance watch must never need one.
+    fn watches_cover<K: Dependencies>(object: &K) {
+        if !K::SECRETS {
+            assert!(object.secret_names().is_empty(), "{}", K::KIND);
+        }
+        if !K::DEPENDS_ON_INSTANCE {
+            assert!(object.instance_name().is_none(), "{}", K::KIND);
+        }
+    }
+
+    #[test]
+    fn only_kinds_that_reference_secrets_or_an_instance_watch_them() {
+        let kinds = [
+            (CoderInstance::KIND, CoderInstance::SECRETS, CoderInstance::DEPENDS_ON_INSTANCE),
+            (CoderOrganization::KIND, CoderOrganization::SECRETS, CoderOrganization::DEPENDS_ON_INSTANCE),
+            (CoderAIProvider::KIND, CoderAIProvider::SECRETS, CoderAIProvider::DEPENDS_ON_INSTANCE),
+            (CoderProvisionerKey::KIND, CoderProvisionerKey::SECRETS, CoderProvisionerKey::DEPENDS_ON_INSTANCE),
+        ];
+        assert_eq!(
+            kinds,
+            [
+                ("CoderInstance", true, false),
+                ("CoderOrganization", false, true),
+                ("CoderAIProvider", true, true),
+                ("CoderProvisionerKey", true, true),
+            ]
+        );
+        watches_cover(&CoderInstance::new("coder", Default::default()));
+        watches_cover(&CoderOrganization::new("platform", Default::default()));
+    }
 }

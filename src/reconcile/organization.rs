@@ -5,7 +5,7 @@
 //!
 //! Touches only the organization the spec names (found by `status.coderdID`, else by name) and
 //! its sync settings. Never DELETEs the default organization, never writes a partial group
-//! mapping. Also holds the deletion helpers `ai_provider` shares ([`finish_cleanup`]).
+//! mapping. A deletion ends through the shared [`finish_cleanup`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -32,6 +32,9 @@ pub const GROUP_SYNC_APPLIED: &str = "GroupSyncApplied";
 pub const ROLE_SYNC_APPLIED: &str = "RoleSyncApplied";
 
 impl Dependencies for CoderOrganization {
+    const SECRETS: bool = false;
+    const DEPENDS_ON_INSTANCE: bool = true;
+
     fn secret_names(&self) -> Vec<String> {
         Vec::new()
     }
@@ -328,7 +331,8 @@ async fn delete_organization(ctx: &Context, object: &CoderOrganization, name: &s
     let instance = ctx.ready_instance(ORGANIZATION_READY, &namespace, &object.spec.instance_ref.name).await?;
     let client = ctx.connect(ORGANIZATION_READY, &instance).await?;
     let failed = |e: coderd::Error| Surface::coderd(ORGANIZATION_READY, &e);
-    // A known ID only: another organization may have taken the name since.
+    // By the recorded ID when there is one (another organization may have taken the name
+    // since); by name only when none was recorded (the status write after the create was lost).
     let key = object.status.as_ref().and_then(|s| s.coderd_id.as_deref()).filter(|id| !id.is_empty()).unwrap_or(name);
     let observed = client.organization(key).await.map_err(failed)?;
     match plan_removal(observed.as_ref()) {

@@ -75,6 +75,7 @@ impl Surface {
                 ("Forbidden", "the token's account lacks the permission: use a token of an Owner account", Wait::Slow)
             }
             Class::Rejected => ("Rejected", "fix the spec field coderd names", Wait::Slow),
+            Class::Invalid => ("InvalidSpec", "fix the CoderInstance's settings or the Secret they name", Wait::Slow),
             Class::Conflict | Class::NotFound => ("CoderdConflict", "retrying with back-off", Wait::Backoff),
         };
         Surface::failed(type_, reason, format!("{error}; {hint}"), wait)

@@ -24,6 +24,7 @@ use self::plan::{
     Check, Desired, KEY_READY, Plan, SECRET_READY, SecretState, Why, check, cleanup_target, find, plan, stale,
     tags_digest, verified,
 };
+use super::cleanup::finish_cleanup;
 use super::context::kube_failure;
 use super::outcome::{Report, Surface, Wait, digest};
 use super::status::{FINALIZER, publish, set_finalizer, warn_event};
@@ -38,6 +39,9 @@ const MANAGER: &str = "coder-guard";
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
 impl Dependencies for CoderProvisionerKey {
+    const SECRETS: bool = true;
+    const DEPENDS_ON_INSTANCE: bool = true;
+
     fn secret_names(&self) -> Vec<String> {
         vec![self.secret_name()]
     }
@@ -299,32 +303,32 @@ fn list_failure(desired: &Desired, error: &coderd::Error) -> Surface {
     Surface::failed(KEY_READY, "OrganizationNotFound", message, Wait::Backoff)
 }
 
-/// Deletion: delete coderd's key (best effort) and release the resource. The Secret goes with
-/// it through its owner reference.
+/// Deletion: delete coderd's key, then release the resource ([`finish_cleanup`]: retried within
+/// the cleanup grace; released with a Warning when overdue or when the instance is gone). The
+/// Secret goes with the resource through its owner reference.
 async fn cleanup(key: &CoderProvisionerKey, ctx: &Context) -> Result<Action, Error> {
     if !key.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
     let (organization, name) = cleanup_target(key);
+    let result = delete_key(ctx, key, &organization, &name).await;
+    let what = format!("provisioner key {name:?} in organization {organization:?} in coderd");
+    finish_cleanup(ctx, key, &key.spec.instance_ref.name, "KeyLeftInPlace", &what, result).await
+}
+
+/// Deletes coderd's key (an unknown one counts as deleted).
+async fn delete_key(
+    ctx: &Context,
+    key: &CoderProvisionerKey,
+    organization: &str,
+    name: &str,
+) -> Result<Option<String>, Surface> {
     let namespace = key.namespace().unwrap_or_default();
-    let deleted = async {
-        let instance = ctx.ready_instance(KEY_READY, &namespace, &key.spec.instance_ref.name).await?;
-        let client = ctx.connect(KEY_READY, &instance).await?;
-        client.delete_provisioner_key(&organization, &name).await.map_err(|e| Surface::coderd(KEY_READY, &e))
-    };
-    match deleted.await {
-        Ok(()) => info!(organization, key = name, "deleted the key from coderd"),
-        Err(surface) => {
-            warn!(organization, key = name, reason = surface.reason, "releasing without deleting the key from coderd");
-            let note = format!(
-                "key {name:?} in organization {organization:?} was not deleted from coderd ({}: {}); delete it there",
-                surface.reason, surface.message
-            );
-            warn_event(ctx, key, "CleanupSkipped", note).await;
-        }
-    }
-    set_finalizer(ctx, key, false).await?;
-    Ok(Action::await_change())
+    let instance = ctx.ready_instance(KEY_READY, &namespace, &key.spec.instance_ref.name).await?;
+    let client = ctx.connect(KEY_READY, &instance).await?;
+    client.delete_provisioner_key(organization, name).await.map_err(|e| Surface::coderd(KEY_READY, &e))?;
+    info!(organization, key = name, "deleted the key from coderd");
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! Deployments that already carry it (the webhook stamped them), so a new key in the Secret,
 //! written by the key controller or by a person, rolls the pods without anyone re-applying.
 //!
-//! Triggers: a metadata-only watch of Secrets (an applied Secret looks at the Deployments of its
+//! Runs once per scope of the loop (all namespaces, or each `--namespace`). Triggers: a
+//! metadata-only watch of Secrets in the scope (an applied Secret looks at the Deployments of its
 //! namespace that read it), a full pass whenever that watch has listed (at start and after it
 //! lost track), and one every resync. Per Deployment: live reads of exactly what the mutators
 //! need into an authoritative `Index`, the webhook's own `Engine::mutate` for an UPDATE of the
@@ -46,11 +47,13 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Page size of Deployment lists.
 const PAGE: u32 = 200;
 
-/// Runs until `shutdown` completes.
-pub(super) async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
+/// Runs in `scope` (one namespace, or all) until `shutdown` completes.
+pub(super) async fn run(ctx: Arc<Context>, scope: Option<String>, shutdown: impl Future<Output = ()>) {
+    let scope = scope.as_deref();
     let work = async {
         // `Api<PartialObjectMeta<_>>` makes metadata-only requests: no Secret data reaches this watch.
-        let secrets = watcher(Api::<PartialObjectMeta<KubeSecret>>::all(ctx.kube.clone()), watcher::Config::default());
+        let secrets =
+            watcher(super::scoped::<PartialObjectMeta<KubeSecret>>(&ctx.kube, scope), watcher::Config::default());
         let mut events = pin!(secrets.default_backoff().ready_chunks(256));
         let mut watching = true;
         let start = tokio::time::Instant::now() + ctx.config.resync;
@@ -70,11 +73,11 @@ pub(super) async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
                 },
             };
             if trigger.full {
-                pass(&ctx, &engine, None).await;
+                pass(&ctx, &engine, Pass::Full(scope)).await;
                 continue;
             }
             for (namespace, names) in trigger.secrets {
-                pass(&ctx, &engine, Some((&namespace, &names))).await;
+                pass(&ctx, &engine, Pass::Secrets(&namespace, &names)).await;
             }
         }
     };
@@ -206,12 +209,24 @@ pub(super) fn decide(eval: &Evaluation, deployment: &Value) -> Decision {
 
 // === I/O ===
 
-/// Re-stamps the Deployments in scope: every stamped one (`None`), or those of one namespace
-/// that read one of `secrets`.
-async fn pass(ctx: &Context, engine: &Engine, scope: Option<(&str, &BTreeSet<String>)>) {
+/// Which Deployments a pass looks at.
+#[derive(Clone, Copy, Debug)]
+enum Pass<'a> {
+    /// Every stamped one in a namespace, or in all (`None`).
+    Full(Option<&'a str>),
+    /// Those of one namespace that read one of these Secrets.
+    Secrets(&'a str, &'a BTreeSet<String>),
+}
+
+/// Re-stamps the Deployments `what` names.
+async fn pass(ctx: &Context, engine: &Engine, what: Pass<'_>) {
     let resource = api_resource(Kind::Deployment);
-    let api = match scope {
-        Some((namespace, _)) => Api::<DynamicObject>::namespaced_with(ctx.kube.clone(), namespace, &resource),
+    let namespace = match what {
+        Pass::Full(scope) => scope,
+        Pass::Secrets(namespace, _) => Some(namespace),
+    };
+    let api = match namespace {
+        Some(namespace) => Api::<DynamicObject>::namespaced_with(ctx.kube.clone(), namespace, &resource),
         None => Api::<DynamicObject>::all_with(ctx.kube.clone(), &resource),
     };
     let mut params = ListParams::default().limit(PAGE);
@@ -219,15 +234,15 @@ async fn pass(ctx: &Context, engine: &Engine, scope: Option<(&str, &BTreeSet<Str
         let page = match api.list(&params).await {
             Ok(page) => page,
             Err(e) => {
-                warn!(namespace = scope.map(|s| s.0), error = %e, "cannot list Deployments; retrying on the next trigger");
+                warn!(namespace, error = %e, "cannot list Deployments; retrying on the next trigger");
                 return;
             }
         };
         for object in page.items {
             let deployment = to_json(object, &resource);
-            let wanted = match scope {
-                None => considered(&deployment, None),
-                Some((_, secrets)) => secrets.iter().any(|s| considered(&deployment, Some(s))),
+            let wanted = match what {
+                Pass::Full(_) => considered(&deployment, None),
+                Pass::Secrets(_, secrets) => secrets.iter().any(|s| considered(&deployment, Some(s))),
             };
             if wanted {
                 let field = |f: &str| deployment.pointer(f).and_then(Value::as_str).unwrap_or_default().to_owned();

@@ -130,11 +130,6 @@ fn blank(s: &str) -> bool {
     s.trim().is_empty()
 }
 
-/// The `type` of an AI provider as written in the manifest.
-fn type_name(t: AiProviderType) -> String {
-    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
-
 // === required-fields ===
 
 fn required_fields(s: &Subject<'_>, r: &mut Report) {
@@ -334,13 +329,13 @@ fn ai_provider_settings(s: &Subject<'_>, r: &mut Report) {
     let (t, spec) = (p.spec.type_, &p.spec);
     if spec.bedrock.is_some() && !matches!(t, AiProviderType::Anthropic | AiProviderType::Bedrock) {
         let fix = "remove spec.bedrock, or use type anthropic or bedrock";
-        let what = format!("Bedrock settings are only allowed with type anthropic or bedrock, not {}", type_name(t));
+        let what = format!("Bedrock settings are only allowed with type anthropic or bedrock, not {}", t.as_str());
         r.deny(fp!("spec", "bedrock"), format!("{what}; {fix}"));
     }
     let keys = spec.api_key_secret_refs.len();
     if keys > 0 && matches!(t, AiProviderType::Bedrock | AiProviderType::Copilot) {
         let fix = "remove spec.apiKeySecretRefs";
-        r.deny(fp!("spec", "apiKeySecretRefs"), format!("coderd takes no API keys for type {}; {fix}", type_name(t)));
+        r.deny(fp!("spec", "apiKeySecretRefs"), format!("coderd takes no API keys for type {}; {fix}", t.as_str()));
     } else if keys > 5 {
         let fix = "remove the extra entries";
         let what = format!("{keys} API keys are listed; coderd keeps at most 5 per provider");
@@ -377,7 +372,7 @@ fn immutable_fields(s: &Subject<'_>, r: &mut Report) {
     let fields: Vec<(FieldPath, String, String)> = match (old, s.object) {
         (Object::AiProvider(o), Object::AiProvider(n)) => vec![
             (fp!("spec", "name"), o.spec.name.clone(), n.spec.name.clone()),
-            (fp!("spec", "type"), type_name(o.spec.type_), type_name(n.spec.type_)),
+            (fp!("spec", "type"), o.spec.type_.as_str().to_owned(), n.spec.type_.as_str().to_owned()),
             (instance, o.spec.instance_ref.name.clone(), n.spec.instance_ref.name.clone()),
         ],
         (Object::Organization(o), Object::Organization(n)) => {
