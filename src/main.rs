@@ -158,6 +158,9 @@ struct ServeArgs {
     /// With --dev: manifests (YAML, multi-document) whose Secrets and Coder objects lookups find; repeatable.
     #[arg(long, value_name = "FILE", requires = "dev")]
     dev_objects: Vec<PathBuf>,
+    /// Testing: validate the arguments and exit 0 without starting.
+    #[arg(long, hide = true)]
+    check_args: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -349,6 +352,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         reconcile_concurrency,
         dev,
         dev_objects,
+        check_args,
     } = args;
     server::logging::init(match log_format {
         LogFormatArg::Text => LogFormat::Text,
@@ -418,6 +422,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: drain_timeout.0,
         dev,
     };
+    if check_args {
+        return Ok(());
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the Tokio runtime")?;
     let served = runtime.block_on(server::run::serve(config));
     // Connections still open after the drain timeout are dropped here, not awaited.

@@ -20,7 +20,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -36,7 +36,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::{Value, json};
 use support::apiserver::ApiServer;
-use support::{poll, text};
+use support::{free_ports, poll, text};
 
 const SECRET: &str = "coder-guard-ca";
 const SERVICE_ACCOUNT: &str = "coder-guard";
@@ -59,10 +59,6 @@ impl Drop for Replica {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn b64(s: &str) -> Vec<u8> {
@@ -105,16 +101,6 @@ fn apply_rbac(api: &ApiServer, ns: &str, watched: &str) {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role}}));
     let out = api.apply(&json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string());
     assert!(out.status.success(), "{}", text(&out.stderr));
-}
-
-/// The admin kubeconfig, impersonating the service account.
-fn restricted_kubeconfig(api: &ApiServer, ns: &str, dir: &Path) -> std::path::PathBuf {
-    let admin = std::fs::read_to_string(api.kubeconfig()).unwrap();
-    let user = format!("  user:\n    as: system:serviceaccount:{ns}:{SERVICE_ACCOUNT}\n");
-    assert_eq!(admin.matches("  user:\n").count(), 1, "unexpected kubeconfig layout:\n{admin}");
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, admin.replace("  user:\n", &user)).unwrap();
-    path
 }
 
 /// The CA Secret's data, labels and type; `None` while it does not exist.
@@ -279,8 +265,9 @@ fn readyz(admin: SocketAddr) -> Option<(u16, String)> {
     Some((status, answer))
 }
 
-fn start(api: &ApiServer, name: &'static str, kubeconfig: &Path, ns: &str, watched: &str) -> Replica {
-    let (webhook, admin) = (free_port(), free_port());
+/// Starts replica `name` with its webhook and admin `ports`.
+fn start(api: &ApiServer, name: &'static str, ports: [u16; 2], kubeconfig: &Path, ns: &str, watched: &str) -> Replica {
+    let [webhook, admin] = ports;
     let log = api.log_dir().join(format!("shared-ca-{name}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_coder-guard"))
         .args(["serve", "--self-signed", "--self-signed-dns-name", "127.0.0.1", "--no-reconcile"])
@@ -306,8 +293,7 @@ fn two_replicas_share_one_ca_through_a_rotation() {
     let ns = api.namespace("shared-ca");
     let watched = api.namespace("shared-ca-watched");
     apply_rbac(api, &ns, &watched);
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = restricted_kubeconfig(api, &ns, dir.path());
+    let kubeconfig = api.kubeconfig_as(&format!("system:serviceaccount:{ns}:{SERVICE_ACCOUNT}"));
 
     // Another holder keeps the Lease for 6 s, so at first nobody may create the CA.
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -315,8 +301,10 @@ fn two_replicas_share_one_ca_through_a_rotation() {
         "spec": {"holderIdentity": "someone-else", "leaseDurationSeconds": 6}});
     assert!(api.apply(&lease.to_string()).status.success());
 
-    let a = start(api, "replica-a", &kubeconfig, &ns, &watched);
-    let b = start(api, "replica-b", &kubeconfig, &ns, &watched);
+    // All four ports at once, so that no two are the same.
+    let [a_webhook, a_admin, b_webhook, b_admin] = free_ports().unwrap();
+    let a = start(api, "replica-a", [a_webhook, a_admin], kubeconfig.path(), &ns, &watched);
+    let b = start(api, "replica-b", [b_webhook, b_admin], kubeconfig.path(), &ns, &watched);
     let hint = format!("logs: {} and {}", a.log.display(), b.log.display());
     // The webhook configurations call replica a; the leader fills in caBundle.
     let manifests = Command::new(env!("CARGO_BIN_EXE_coder-guard"))

@@ -5,16 +5,18 @@
 //! - `helm lint --strict` is clean and `helm template` renders every certificate mode and the
 //!   main value combinations ([`CASES`]), byte-identically on every run;
 //! - the webhook configurations equal what `coder-guard manifests webhooks` generates, the RBAC
-//!   equals what the code declares (`cluster::rbac::grants`) for the flags the chart passes, and
-//!   every flag the chart passes parses;
+//!   equals what the code declares (`cluster::rbac::grants`) for the flags the chart passes (and
+//!   `rbac.create=false` renders none), and `serve --check-args` accepts the chart's arguments;
+//! - NOTES.txt's install check runs in a namespace the rendered webhooks see;
 //! - every rendered object passes a server-side dry run, in a namespace that enforces the
 //!   `restricted` Pod Security Standard (hostNetwork: `privileged`, and `restricted` refuses it);
 //! - applied for real, the chart's service accounts may make every API call the code makes
 //!   (`kubectl auth can-i --as`), and `kubectl auth can-i --list --as` shows nothing beyond it;
 //! - the pre-delete hook's command, run as the hook's service account, deletes both webhook
-//!   configurations and succeeds again when they are gone.
+//!   configurations and succeeds again when they are gone; the main service account, with its
+//!   RBAC applied, may not.
 //!
-//! Skipped (with `SKIP: …` on stderr) where Go is not installed, unless `CI=true`.
+//! Skipped (with `SKIP: …` on stderr) where Go is missing or too old, unless `CI=true`.
 
 mod support;
 
@@ -27,13 +29,10 @@ use std::time::{Duration, Instant};
 use coder_guard::cluster::rbac::{self, RbacOptions, Scope};
 use serde_json::{Value, json};
 use support::apiserver::ApiServer;
-use support::{go_installed, is_ci, repo_dir, run_bounded, target_dir, text};
+use support::{repo_dir, run_bounded, target_dir, text};
 
 /// Upper bound for one `helm` run.
 const HELM_TIMEOUT: Duration = Duration::from_secs(120);
-/// Upper bound for `tools/helm/build.sh`: about 2 minutes with a warm module cache, about 5
-/// with nothing cached (2 cores).
-const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// The webhook configurations' (and the Lease's) fixed name.
 const CONFIGURATION: &str = "coder-guard";
 /// Held while a test has the chart's webhook configurations registered for real (they point at
@@ -180,7 +179,22 @@ uninstallHook: {enabled: false}
         present: &["Deployment/cg", "ServiceAccount/cg-runner", "ClusterRole/cg"],
         absent: &["Job", "ClusterRole/cg-uninstall"],
     },
+    Case {
+        name: "no-rbac",
+        values: "rbac: {create: false}\n",
+        restricted: true,
+        present: &[
+            "Deployment/coder-guard",
+            "ServiceAccount/coder-guard",
+            "Job/coder-guard-uninstall",
+            "ServiceAccount/coder-guard-uninstall",
+        ],
+        absent: RBAC_KINDS,
+    },
 ];
+
+/// The kinds `rbac.create=false` leaves to the admin.
+const RBAC_KINDS: &[&str] = &["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"];
 
 /// Values the chart must refuse, and a part of the reason it must give.
 const INVALID: &[(&str, &str)] = &[
@@ -231,52 +245,23 @@ fn helm_or_skip() -> Option<&'static Helm> {
 
 impl HelmState {
     fn locate() -> HelmState {
-        let dir = match std::env::var_os("HELM_TEST_ASSETS").filter(|d| !d.is_empty()) {
-            Some(dir) => PathBuf::from(dir),
-            None => {
-                if !go_installed() {
-                    if is_ci() {
-                        return HelmState::Failed(
-                            "CI=true but `go` is not installed (neither on PATH nor in /usr/local/go/bin): the chart \
-                             tests build helm with tools/helm/build.sh, which needs the Go version named in \
-                             tools/helm/go.mod. Install it from https://go.dev/dl/ into /usr/local/go."
-                                .into(),
-                        );
-                    }
-                    return HelmState::Skip(
-                        "`go` is not installed, so helm cannot be built (set CI=true to make this a failure)".into(),
-                    );
-                }
-                let dir = target_dir().join("helm-test-assets");
-                let script = repo_dir().join("tools/helm/build.sh");
-                let started = Instant::now();
-                let out = match run_bounded(Command::new("bash").arg(&script).arg(&dir), None, BUILD_TIMEOUT) {
-                    Ok(out) => out,
-                    Err(e) => return HelmState::Failed(e),
-                };
-                if !out.status.success() {
-                    return HelmState::Failed(format!(
-                        "{} failed ({}):\n{}{}",
-                        script.display(),
-                        out.status,
-                        text(&out.stdout),
-                        text(&out.stderr)
-                    ));
-                }
-                eprintln!("helm: tools/helm/build.sh took {:.1}s", started.elapsed().as_secs_f64());
-                dir
+        let dir = match support::go_tool_assets(
+            "HELM_TEST_ASSETS",
+            "helm-test-assets",
+            "tools/helm/build.sh",
+            &["helm", "crds"],
+            "the chart tests",
+        ) {
+            Ok(Some(dir)) => dir,
+            Ok(None) => {
+                return HelmState::Skip(
+                    "no usable Go (see above), so helm cannot be built (set CI=true to make this a failure)".into(),
+                );
             }
+            Err(e) => return HelmState::Failed(e),
         };
-        let bin = dir.join("helm");
-        let crds = dir.join("crds");
-        if !bin.is_file() || !crds.is_dir() {
-            return HelmState::Failed(format!(
-                "{} has no helm or crds/; build them with `bash tools/helm/build.sh {0}`",
-                dir.display()
-            ));
-        }
         let home = target_dir().join("helm-test-home");
-        HelmState::Ready(Helm { bin, crds, home })
+        HelmState::Ready(Helm { bin: dir.join("helm"), crds: dir.join("crds"), home })
     }
 }
 
@@ -306,6 +291,26 @@ impl Helm {
             file.path().to_str().unwrap(),
         ]);
         if out.status.success() { Ok(text(&out.stdout)) } else { Err(text(&out.stderr)) }
+    }
+
+    /// NOTES.txt as `helm install --dry-run=client` renders it for `values` in `namespace`.
+    fn notes(&self, values: &str, namespace: &str) -> String {
+        let file = values_file(values, namespace);
+        let out = self.run(&[
+            "install",
+            "coder-guard",
+            "charts/coder-guard",
+            "--dry-run=client",
+            "--namespace",
+            namespace,
+            "--values",
+            file.path().to_str().unwrap(),
+            "--output",
+            "json",
+        ]);
+        assert!(out.status.success(), "helm install --dry-run=client failed:\n{}", text(&out.stderr));
+        let release: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+        release["info"]["notes"].as_str().expect("rendered notes").to_owned()
     }
 
     fn render(&self, case: &Case, namespace: &str) -> Vec<Value> {
@@ -643,6 +648,11 @@ fn rbac_equals_what_the_code_declares() {
     for case in CASES {
         let objects = helm.render(case, "coder-guard");
         let options = rbac_options(&objects, "coder-guard");
+        if case.name == "no-rbac" {
+            // rbac.create=false: the admin grants what the code needs.
+            assert_eq!(chart_grants(&objects), BTreeMap::new(), "case {:?}", case.name);
+            continue;
+        }
         assert_eq!(
             chart_grants(&objects),
             code_grants(&options),
@@ -652,17 +662,73 @@ fn rbac_equals_what_the_code_declares() {
     }
 }
 
-/// `coder-guard serve <the chart's args> --help` and `coder-guard <the hook's args> --help`
-/// parse every argument (an unknown flag or a bad value fails before --help is acted on).
+/// With `rbac.create=false` the chart renders no RBAC object at all, the uninstall hook's
+/// included, in every certificate mode and with or without watched namespaces; the hook's
+/// service account and Job stay, and values.yaml and the README say what the admin must grant it.
+#[test]
+fn rbac_create_false_renders_no_rbac_object_at_all() {
+    let Some(helm) = helm_or_skip() else { return };
+    let variants = [
+        "rbac: {create: false}\n",
+        "rbac: {create: false, watchNamespaces: [\"{ns}-team-a\"]}\nreconcile: {enabled: false}\n",
+        "rbac: {create: false}\ncertificates: {mode: certManager}\nuninstallHook: {enabled: false}\n",
+        "fullnameOverride: guard\nrbac: {create: false}\nreplicaCount: 1\n",
+    ];
+    for values in variants {
+        let objects = parse_stream(&helm.template(values, "coder-guard").unwrap());
+        let rbac: Vec<String> = objects
+            .iter()
+            .filter(|o| RBAC_KINDS.contains(&kind(o)))
+            .map(|o| format!("{}/{}", kind(o), name(o)))
+            .collect();
+        assert!(rbac.is_empty(), "{values:?} renders RBAC: {rbac:?}");
+        assert!(find(&objects, "Deployment").is_some(), "{values:?}");
+        if let Some(job) = find(&objects, "Job") {
+            let hook_sa = job["spec"]["template"]["spec"]["serviceAccountName"].as_str().unwrap();
+            assert!(find(&objects, &format!("ServiceAccount/{hook_sa}")).is_some(), "{values:?}");
+            assert!(hook_sa.ends_with("-uninstall"), "{hook_sa}");
+        }
+    }
+    for file in ["values.yaml", "README.md"] {
+        let text = std::fs::read_to_string(repo_dir().join("charts/coder-guard").join(file)).unwrap();
+        assert!(
+            text.contains("`<fullname>-uninstall`") && text.contains("delete"),
+            "charts/coder-guard/{file} must say what to grant the uninstall hook with rbac.create=false"
+        );
+    }
+}
+
+/// `coder-guard serve <the chart's args> --check-args` accepts the Deployment's arguments:
+/// every flag parses, no `requires`/`conflicts_with` is violated and they name a certificate
+/// source (all checked before `serve` would start; `--help` would skip the last two). The hook's
+/// `uninstall-webhooks` has no such constraints: `--help` parses its arguments.
 #[test]
 fn every_flag_the_chart_passes_is_accepted_by_the_binary() {
+    // The check itself catches what --help lets through.
+    let refused = [
+        (&["--self-signed", "--tls-cert-file", "x", "--tls-key-file", "y"][..], "cannot be used with"),
+        (&["--tls-cert-file", "x"][..], "--tls-key-file"),
+        (&["--self-signed-dns-name", "guard"][..], "--self-signed"),
+        (&["--listen=127.0.0.1:9443", "--log-format=json"][..], "needs a serving certificate"),
+    ];
+    for (flags, reason) in refused {
+        let help = coder_guard(&[&["serve"][..], flags, &["--help"]].concat());
+        assert!(help.status.success(), "serve {flags:?} --help: {}", text(&help.stderr));
+        let checked = coder_guard(&[&["serve"][..], flags, &["--check-args"]].concat());
+        let stderr = text(&checked.stderr);
+        assert!(!checked.status.success(), "serve {flags:?} --check-args is accepted");
+        assert!(stderr.contains(reason), "serve {flags:?} --check-args: expected {reason:?} in:\n{stderr}");
+    }
+    let ok = coder_guard(&["serve", "--self-signed", "--check-args"]);
+    assert!(ok.status.success() && ok.stdout.is_empty(), "{}", text(&ok.stderr));
+
     let Some(helm) = helm_or_skip() else { return };
     for case in CASES {
         let objects = helm.render(case, "coder-guard");
         let workloads = objects.iter().filter(|o| matches!(kind(o), "Deployment" | "Job"));
         for workload in workloads {
             let mut args = container_args(workload);
-            args.push("--help".into());
+            args.push(if args[0] == "serve" { "--check-args" } else { "--help" }.into());
             let out = coder_guard(&args.iter().map(String::as_str).collect::<Vec<_>>());
             assert!(
                 out.status.success(),
@@ -1075,16 +1141,6 @@ fn service_accounts_can_do_what_the_code_does_and_nothing_more() {
     }
 }
 
-/// The kubeconfig of the test API server, acting as `subject`.
-fn impersonating_kubeconfig(api: &ApiServer, subject: &str) -> tempfile::NamedTempFile {
-    let admin = std::fs::read_to_string(api.kubeconfig()).unwrap();
-    let marker = "users:\n- name: admin\n  user:\n";
-    assert!(admin.contains(marker), "unexpected kubeconfig layout:\n{admin}");
-    let file = tempfile::Builder::new().prefix("coder-guard-kubeconfig-").tempfile().unwrap();
-    std::fs::write(file.path(), admin.replace(marker, &format!("{marker}    as: {subject}\n"))).unwrap();
-    file
-}
-
 fn exists(api: &ApiServer, kind: &str) -> bool {
     let out = api.kubectl(["get", kind, CONFIGURATION, "-o", "name"]);
     if out.status.success() {
@@ -1096,7 +1152,8 @@ fn exists(api: &ApiServer, kind: &str) -> bool {
 
 /// The hook's own command line (from the rendered Job), run as the hook's service account
 /// after the chart's hook RBAC is applied: deletes both configurations; again: nothing to
-/// delete, still success; as the main service account: refused (it has no delete).
+/// delete, still success; as the main service account, with all of its own RBAC applied (which
+/// includes `get` and `patch` on both configurations): refused (it has no delete).
 #[test]
 fn uninstall_hook_deletes_both_webhook_configurations_idempotently() {
     let Some(api) = ApiServer::shared_or_skip() else { return };
@@ -1118,15 +1175,32 @@ fn uninstall_hook_deletes_both_webhook_configurations_idempotently() {
         .filter(|o| matches!(kind(o), "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration"))
         .collect();
     let main_sa = find(&objects, "ServiceAccount/uninstall-check").unwrap();
+    // The main service account's Roles, ClusterRoles and bindings (not the hook's).
+    let main_rbac: Vec<&Value> = objects
+        .iter()
+        .filter(|o| RBAC_KINDS.contains(&kind(o)) && o["metadata"]["annotations"]["helm.sh/hook"].is_null())
+        .collect();
+    assert!(
+        main_rbac.iter().any(|o| kind(o) == "ClusterRole" && name(o) == "uninstall-check-ca-bundle"),
+        "the main service account may get and patch the configurations: {main_rbac:?}"
+    );
     let mut apply = hook_objects.clone();
     apply.extend(&configs);
     apply.push(main_sa);
+    apply.extend(&main_rbac);
     let out = api.kubectl_stdin(["apply", "--server-side", "--field-manager=helm", "-f", "-"], &list(&apply));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(exists(api, "validatingwebhookconfiguration") && exists(api, "mutatingwebhookconfiguration"));
+    // Its RBAC is in effect: what it may do to the configurations, it may do, but not delete them.
+    let main = format!("system:serviceaccount:{ns}:uninstall-check");
+    for config in ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"] {
+        let config = format!("{config}.admissionregistration.k8s.io/{CONFIGURATION}");
+        assert!(can_i(api, &main, "patch", &config, None), "{main} may not patch {config}");
+        assert!(!can_i(api, &main, "delete", &config, None), "{main} may delete {config}");
+    }
 
     let run_as = |sa: &str| {
-        let kubeconfig = impersonating_kubeconfig(api, &format!("system:serviceaccount:{ns}:{sa}"));
+        let kubeconfig = api.kubeconfig_as(&format!("system:serviceaccount:{ns}:{sa}"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_coder-guard"));
         cmd.args(&args).env("KUBECONFIG", kubeconfig.path()).env_remove("KUBERNETES_SERVICE_HOST");
         run_bounded(&mut cmd, None, Duration::from_secs(60)).unwrap()
@@ -1197,25 +1271,93 @@ fn dockerfile_uses_the_pinned_toolchain_and_the_charts_user() {
     );
 }
 
-/// The install check in NOTES.txt: the CRD's schema accepts the object (so when it is refused,
+/// Whether a webhook's `namespaceSelector` selects `namespace` as far as its name decides:
+/// every `matchExpressions` entry on `kubernetes.io/metadata.name` (other labels are not known).
+fn selects_namespace(selector: &Value, namespace: &str) -> bool {
+    selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["key"] == "kubernetes.io/metadata.name")
+        .all(|e| {
+            let listed = e["values"].as_array().is_some_and(|names| names.iter().any(|n| n == namespace));
+            match e["operator"].as_str() {
+                Some("In") => listed,
+                Some("NotIn") => !listed,
+                other => panic!("unexpected operator {other:?} in {selector}"),
+            }
+        })
+}
+
+/// The install check in NOTES.txt runs in a namespace every webhook is sent: the first watched
+/// one the webhooks do not skip, else `default`; when that is skipped too (the release namespace,
+/// `webhooks.excludeNamespaces`), a placeholder and the reason. NOTES.txt says that "accepted"
+/// means the webhook was not called. The CRD's schema accepts the object (so when it is refused,
 /// coder-guard refused it), and coder-guard's rules deny it with the rule NOTES.txt names.
 #[test]
 fn the_install_check_in_notes_is_denied_by_coder_guard_not_by_the_crd() {
-    let notes = std::fs::read_to_string(repo_dir().join("charts/coder-guard/templates/NOTES.txt")).unwrap();
-    let object =
-        regex::Regex::new(r"<<< '(\{.*\})'").unwrap().captures(&notes).expect("a <<< '{…}' object")[1].to_owned();
-    let rule = regex::Regex::new(r"denied the request: \[([a-z-]+)\]").unwrap().captures(&notes).unwrap()[1].to_owned();
-    let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
-    std::fs::write(file.path(), &object).unwrap();
-    let out = coder_guard(&["check", file.path().to_str().unwrap(), "-o", "json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    let report: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
-    let errors: Vec<&Value> =
-        report["findings"].as_array().unwrap().iter().filter(|f| f["severity"] == "error").collect();
-    assert!(errors.iter().all(|f| f["rule"] == rule.as_str()) && !errors.is_empty(), "{report}");
+    let Some(helm) = helm_or_skip() else { return };
+    // (values, release namespace, the namespace of the check; None: the placeholder)
+    let cases: [(&str, &str, Option<&str>); 6] = [
+        ("{}", "coder-guard", Some("default")),
+        ("rbac: {watchNamespaces: [\"{ns}-team-a\", \"{ns}-team-b\"]}\n", "notes-check", Some("notes-check-team-a")),
+        ("rbac: {watchNamespaces: [\"{ns}\", \"{ns}-team-b\"]}\n", "notes-check", Some("notes-check-team-b")),
+        ("{}", "default", None),
+        ("webhooks: {excludeNamespaces: [default]}\n", "coder-guard", None),
+        ("rbac: {watchNamespaces: [\"{ns}\"]}\n", "notes-check", None),
+    ];
+    let placeholder = "<NAMESPACE>";
+    let check_object = regex::Regex::new(r"<<< '(\{.*\})'").unwrap();
+    let denied_by = regex::Regex::new(r"denied the request: \[([a-z-]+)\]").unwrap();
+    let mut objects = Vec::new();
+    for (values, release_ns, expected) in cases {
+        let notes = helm.notes(values, release_ns);
+        let object = check_object.captures(&notes).expect("a <<< '{…}' object")[1].to_owned();
+        let parsed: Value = serde_json::from_str(&object).unwrap_or_else(|e| panic!("{e}: {object}"));
+        let namespace = parsed["metadata"]["namespace"].as_str().unwrap();
+        assert_eq!(namespace, expected.unwrap_or(placeholder), "{values:?} in {release_ns}:\n{notes}");
+        assert!(
+            notes.contains("accepted") && notes.contains("the API server did not call the webhook"),
+            "NOTES.txt must say what an accepted dry run means:\n{notes}"
+        );
+        let rule = denied_by.captures(&notes).expect("the denial to expect")[1].to_owned();
+        // The rendered webhooks see the check's namespace; with the placeholder, they skip
+        // `default`, and NOTES.txt says so.
+        let rendered = parse_stream(&helm.template(values, release_ns).unwrap());
+        let shown = expected.unwrap_or("default");
+        for config in ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"] {
+            for webhook in find(&rendered, config).unwrap()["webhooks"].as_array().unwrap() {
+                assert_eq!(
+                    selects_namespace(&webhook["namespaceSelector"], shown),
+                    expected.is_some(),
+                    "{values:?} in {release_ns}: {} and namespace {shown}:\n{notes}",
+                    webhook["name"]
+                );
+            }
+        }
+        if expected.is_none() {
+            assert!(notes.contains(&format!("replace {placeholder}")), "{values:?} in {release_ns}:\n{notes}");
+        }
+        objects.push((object, namespace.to_owned(), rule));
+    }
+
+    for (object, namespace, rule) in &objects {
+        let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+        std::fs::write(file.path(), object).unwrap();
+        let out = coder_guard(&["check", file.path().to_str().unwrap(), "-o", "json"]);
+        assert_eq!(out.status.code(), Some(1), "{namespace}: {}", text(&out.stdout));
+        let report: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+        let errors: Vec<&Value> =
+            report["findings"].as_array().unwrap().iter().filter(|f| f["severity"] == "error").collect();
+        assert!(errors.iter().all(|f| f["rule"] == rule.as_str()) && !errors.is_empty(), "{report}");
+    }
 
     let Some(api) = ApiServer::shared_or_skip() else { return };
     let _no_webhooks = REAL_WEBHOOKS.lock().unwrap_or_else(|e| e.into_inner());
-    let out = api.kubectl_stdin(["apply", "--dry-run=server", "-f", "-"], &object);
-    assert!(out.status.success(), "the CRD refuses the install check itself:\n{}", text(&out.stderr));
+    for (object, namespace, _) in objects.iter().filter(|(_, ns, _)| ns != placeholder) {
+        let out = api.kubectl(["create", "namespace", namespace]);
+        assert!(out.status.success() || text(&out.stderr).contains("AlreadyExists"), "{}", text(&out.stderr));
+        let out = api.kubectl_stdin(["apply", "--dry-run=server", "-f", "-"], object);
+        assert!(out.status.success(), "the CRD refuses the install check itself:\n{}", text(&out.stderr));
+    }
 }

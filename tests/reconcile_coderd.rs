@@ -28,11 +28,12 @@ static LOGS: OnceLock<LogCapture> = OnceLock::new();
 fn logs() -> &'static LogCapture {
     LOGS.get_or_init(|| {
         let capture = LogCapture::default();
-        let _ = tracing_subscriber::fmt()
+        tracing_subscriber::fmt()
             .with_env_filter("coder_guard=debug")
             .with_writer(capture.clone())
             .with_ansi(false)
-            .try_init();
+            .try_init()
+            .expect("the log capture is this process's only global tracing subscriber, set once here");
         capture
     })
 }
@@ -273,7 +274,7 @@ fn first_reconcile_writes_what_is_needed_then_nothing_then_only_the_change() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(writes(&coderd), [format!("PATCH /api/v2/ai/providers/{provider_id}")], "only the change is written");
     drop(running);
-    assert_no_canary(api, &ns);
+    assert_no_canary(api, &ns, &coderd, &plaintext);
 }
 
 #[test]
@@ -409,7 +410,7 @@ fn everything_converges_under_faults_without_duplicate_creates() {
     .unwrap();
     assert_single_objects(&coderd);
     drop(running);
-    assert_no_canary(api, &ns);
+    assert_no_canary(api, &ns, &coderd, &key);
 }
 
 #[test]
@@ -474,10 +475,18 @@ fn assert_single_objects(coderd: &FakeCoderd) {
     assert_eq!(coderd.licenses().len(), 1);
 }
 
-/// No secret value in logs, Events, statuses.
-fn assert_no_canary(api: &ApiServer, ns: &str) {
-    let canaries = [CANARY_API_KEY, CANARY_ACCESS_KEY, "canary-secretkey-99", "0123456789-abcdefghijklmnopqrstuv"];
+/// No secret value in logs, Events, statuses: the AI provider keys, coderd's session token and
+/// its secret part, and `provisioner_key`, the plaintext of the test's provisioner key (read
+/// from the fake while the loop ran).
+fn assert_no_canary(api: &ApiServer, ns: &str, coderd: &FakeCoderd, provisioner_key: &str) {
+    let token = coderd.token();
+    let (_, token_secret) = token.split_once('-').expect("a coderd session token is <id>-<secret>");
+    let canaries = [CANARY_API_KEY, CANARY_ACCESS_KEY, "canary-secretkey-99", &token, token_secret, provisioner_key];
+    for canary in canaries {
+        assert!(canary.len() >= 16, "{canary:?} is too short to be a canary");
+    }
     let logs = logs().text();
+    assert!(logs.contains(ns), "the captured logs do not mention namespace {ns}: the capture missed this test's loop");
     let events = api.kubectl_ok(["get", "events", "-n", ns, "-o", "json"]);
     let statuses = api.kubectl_ok([
         "get",

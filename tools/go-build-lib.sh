@@ -60,11 +60,12 @@ stamp_or_build() {
 
 # build_go_binary PACKAGE NAME LDFLAGS: fetches what PACKAGE needs (a no-op with a warm module
 # cache; verified against go.sum) and builds it, at low priority, into $OUT/NAME atomically.
+# PACKAGE is an import path or, like ./cmd/etcd, a package of the calling module.
 build_go_binary() {
   local pkg=$1 name=$2 ldf=$3 nice=()
   command -v nice >/dev/null 2>&1 && nice=(nice -n 10)
   "${nice[@]}" go list -deps "$pkg" >/dev/null
-  step_done "modules present (go list -deps)"
+  step_done "modules present ($name)"
   "${nice[@]}" go build -trimpath -ldflags "$ldf" -o "$OUT/$name.tmp" "$pkg"
   mv -f "$OUT/$name.tmp" "$OUT/$name"
   step_done "go build $name"

@@ -228,7 +228,6 @@ pub fn rbac_rules() -> Vec<PolicyRule> {
 mod tests {
     use super::*;
 
-
     /// A kind without a Secret or CoderInstance watch must never need one.
     fn watches_cover<K: Dependencies>(object: &K) {
         if !K::SECRETS {

@@ -26,7 +26,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -34,18 +34,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::{poll, run_bounded, text};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-};
+use super::{TestCa, free_ports, poll, run_bounded, say, text, write_file as write};
+use rcgen::{ExtendedKeyUsagePurpose, KeyPair, PKCS_ECDSA_P256_SHA256};
 
 /// How long etcd, then kube-apiserver, may take to become ready (2 slow cores).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Upper bound for one `kubectl` run.
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(90);
-/// Upper bound for `tools/k8s/build.sh`; a cold build takes about 4–6 minutes on 2 cores.
-const BUILD_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 /// Seconds kube-apiserver, then etcd, get between SIGTERM and SIGKILL.
 const APISERVER_GRACE_SECS: u32 = 20;
 const ETCD_GRACE_SECS: u32 = 10;
@@ -105,6 +100,18 @@ impl ApiServer {
     /// Admin kubeconfig (client certificate in `system:masters`), for kubectl or kube-rs.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// A kubeconfig of this server that authenticates as admin and acts as `subject` (`as:`,
+    /// impersonation), e.g. `system:serviceaccount:<ns>:<name>`, for kubectl or kube-rs. Removed
+    /// when the returned file is dropped.
+    pub fn kubeconfig_as(&self, subject: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::Builder::new()
+            .prefix("kubeconfig-as-")
+            .tempfile_in(&self.dir)
+            .unwrap_or_else(|e| panic!("cannot create a kubeconfig in {}: {e}", self.dir.display()));
+        write(file.path(), &kubeconfig_yaml(&self.url, &self.dir, Some(subject))).unwrap_or_else(|e| panic!("{e}"));
+        file
     }
 
     /// PEM of the CA that signed the API server's serving certificate.
@@ -227,11 +234,17 @@ impl ApiServer {
 
 impl State {
     fn start() -> State {
-        let assets = match assets() {
+        let assets = match super::go_tool_assets(
+            "K8S_TEST_ASSETS",
+            "k8s-test-assets",
+            "tools/k8s/build.sh",
+            &["etcd", "kube-apiserver", "kubectl"],
+            "the end-to-end tests",
+        ) {
             Ok(Some(dir)) => dir,
             Ok(None) => {
                 return State::Skip(
-                    "`go` is not installed, so kube-apiserver cannot be built (set CI=true to make this a failure)"
+                    "no usable Go (see above), so kube-apiserver cannot be built (set CI=true to make this a failure)"
                         .into(),
                 );
             }
@@ -267,7 +280,7 @@ impl ApiServer {
         let [etcd_port, peer_port, api_port] = free_ports()?;
         let url = format!("https://127.0.0.1:{api_port}");
         let kubeconfig = dir.join("kubeconfig");
-        write(&kubeconfig, &kubeconfig_yaml(&url, &dir))?;
+        write(&kubeconfig, &kubeconfig_yaml(&url, &dir, None))?;
         let api = ApiServer {
             assets,
             dir,
@@ -401,47 +414,6 @@ pub fn operator_crd_files() -> Vec<PathBuf> {
     super::yaml_files(&super::reference_dir().join("coder-k8s/crds"))
 }
 
-/// The directory holding `etcd`, `kube-apiserver` and `kubectl`; `None` to skip.
-fn assets() -> Result<Option<PathBuf>, String> {
-    if let Some(dir) = std::env::var_os("K8S_TEST_ASSETS").filter(|d| !d.is_empty()).map(PathBuf::from) {
-        for bin in ["etcd", "kube-apiserver", "kubectl"] {
-            if !dir.join(bin).is_file() {
-                return Err(format!(
-                    "K8S_TEST_ASSETS={} has no {bin}; build it with `bash tools/k8s/build.sh {0}`",
-                    dir.display()
-                ));
-            }
-        }
-        return Ok(Some(dir));
-    }
-    if !super::go_installed() {
-        if super::is_ci() {
-            return Err("CI=true but `go` is not installed (neither on PATH nor in /usr/local/go/bin): the \
-                 end-to-end tests build kube-apiserver, etcd and kubectl with tools/k8s/build.sh, which needs \
-                 the Go version named in tools/k8s/go.mod. Install it from https://go.dev/dl/ into /usr/local/go."
-                .into());
-        }
-        return Ok(None);
-    }
-    let out_dir = super::target_dir().join("k8s-test-assets");
-    let script = super::repo_dir().join("tools/k8s/build.sh");
-    let started = Instant::now();
-    let mut cmd = Command::new("bash");
-    cmd.arg(&script).arg(&out_dir);
-    let out = run_bounded(&mut cmd, None, BUILD_TIMEOUT)?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} failed ({}):\n{}{}",
-            script.display(),
-            out.status,
-            text(&out.stdout),
-            text(&out.stderr)
-        ));
-    }
-    say(&format!("e2e: tools/k8s/build.sh took {:.1}s", started.elapsed().as_secs_f64()));
-    Ok(Some(out_dir))
-}
-
 /// `e2e_crds` for `target/debug/deps/e2e_crds-0123456789abcdef`.
 fn test_binary_name() -> String {
     let exe = std::env::current_exe().unwrap_or_default();
@@ -450,17 +422,6 @@ fn test_binary_name() -> String {
         Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => name.to_owned(),
         _ => stem.to_owned(),
     }
-}
-
-/// Three distinct free loopback ports: held open together, then released for the servers.
-fn free_ports() -> Result<[u16; 3], String> {
-    let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| format!("cannot bind 127.0.0.1:0: {e}"));
-    let listeners = [bind()?, bind()?, bind()?];
-    let mut ports = [0; 3];
-    for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    }
-    Ok(ports)
 }
 
 /// `GET /health` on etcd's client port over plain HTTP/1.0.
@@ -480,53 +441,33 @@ fn etcd_healthy(port: u16) -> bool {
 /// pair (CN=admin, O=system:masters) and the service-account key pair; all ECDSA P-256.
 /// Returns the CA's PEM.
 fn write_certificates(dir: &Path) -> Result<String, String> {
-    let err = |e: rcgen::Error| e.to_string();
-    let key = || KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err);
-
-    let ca_key = key()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca.distinguished_name = name("coder-guard-e2e-ca", None);
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let ca_pem = ca.self_signed(&ca_key).map_err(err)?.pem();
-    let issuer = Issuer::new(ca, ca_key);
-
-    let leaf = |file: &str, sans: &[&str], dn: DistinguishedName, usage: ExtendedKeyUsagePurpose| {
-        let key = key()?;
-        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).map_err(err)?;
-        params.distinguished_name = dn;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![usage];
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &issuer).map_err(err)?;
-        write(&dir.join(format!("{file}.crt")), &cert.pem())?;
-        write(&dir.join(format!("{file}.key")), &key.serialize_pem())
-    };
-    leaf("apiserver", &["127.0.0.1", "localhost"], name("kube-apiserver", None), ExtendedKeyUsagePurpose::ServerAuth)?;
-    leaf("admin", &[], name("admin", Some("system:masters")), ExtendedKeyUsagePurpose::ClientAuth)?;
-
-    let sa = key()?;
+    let ca = TestCa::new("coder-guard-e2e-ca")?;
+    let server = ExtendedKeyUsagePurpose::ServerAuth;
+    ca.write_leaf(
+        dir,
+        ("apiserver.crt", "apiserver.key"),
+        &["127.0.0.1", "localhost"],
+        "kube-apiserver",
+        None,
+        server,
+    )?;
+    let client = ExtendedKeyUsagePurpose::ClientAuth;
+    ca.write_leaf(dir, ("admin.crt", "admin.key"), &[], "admin", Some("system:masters"), client)?;
+    let sa = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     write(&dir.join("sa.key"), &sa.serialize_pem())?;
     write(&dir.join("sa.pub"), &sa.public_key_pem())?;
-    write(&dir.join("ca.crt"), &ca_pem)?;
-    Ok(ca_pem)
+    write(&dir.join("ca.crt"), ca.pem())?;
+    Ok(ca.pem().to_owned())
 }
 
-fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
-    let mut dn = DistinguishedName::new();
-    if let Some(org) = organization {
-        dn.push(DnType::OrganizationName, org);
-    }
-    dn.push(DnType::CommonName, common_name);
-    dn
-}
-
-fn kubeconfig_yaml(url: &str, dir: &Path) -> String {
+/// The admin kubeconfig; with `act_as`, impersonating that user.
+fn kubeconfig_yaml(url: &str, dir: &Path, act_as: Option<&str>) -> String {
     let path = |name: &str| dir.join(name).display().to_string();
+    let act_as = act_as.map(|subject| format!("    as: {subject:?}\n")).unwrap_or_default();
     format!(
         "apiVersion: v1\nkind: Config\n\
          clusters:\n- name: e2e\n  cluster:\n    server: {url}\n    certificate-authority: {:?}\n\
-         users:\n- name: admin\n  user:\n    client-certificate: {:?}\n    client-key: {:?}\n\
+         users:\n- name: admin\n  user:\n    client-certificate: {:?}\n    client-key: {:?}\n{act_as}\
          contexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: admin\n\
          current-context: e2e\n",
         path("ca.crt"),
@@ -535,15 +476,6 @@ fn kubeconfig_yaml(url: &str, dir: &Path) -> String {
     )
 }
 
-fn write(path: &Path, contents: &str) -> Result<(), String> {
-    fs::write(path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
 fn show<S: AsRef<OsStr>>(args: &[S]) -> String {
     args.iter().map(|a| a.as_ref().to_string_lossy()).collect::<Vec<_>>().join(" ")
-}
-
-/// Writes a line to the real stderr, past libtest's output capture.
-fn say(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
 }

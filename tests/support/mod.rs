@@ -9,9 +9,15 @@ pub mod watchdog;
 pub mod webhook;
 
 use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+};
 
 /// The repository root (this crate's manifest directory).
 pub fn repo_dir() -> &'static Path {
@@ -111,13 +117,6 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Whether Go is on PATH or in /usr/local/go.
-pub fn go_installed() -> bool {
-    let on_path =
-        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("go").is_file()));
-    on_path || Path::new("/usr/local/go/bin/go").is_file()
-}
-
 /// Whether `CI` is `true` or `1`.
 pub fn is_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
@@ -130,4 +129,148 @@ pub fn target_dir() -> PathBuf {
         Some(dir) => repo_dir().join(dir),
         None => repo_dir().join("target"),
     }
+}
+
+/// Writes a line to the real stderr, past libtest's output capture.
+pub fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// `fs::write` with the path in the error.
+pub fn write_file(path: &Path, contents: &str) -> Result<(), String> {
+    std::fs::write(path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// `N` distinct free loopback ports: held open together, then released for the servers.
+pub fn free_ports<const N: usize>() -> Result<[u16; N], String> {
+    let mut listeners = Vec::with_capacity(N);
+    for _ in 0..N {
+        listeners
+            .push(TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| format!("cannot bind 127.0.0.1:0: {e}"))?);
+    }
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    }
+    Ok(ports)
+}
+
+/// Upper bound for a `tools/*/build.sh` run: a cold kube-apiserver build takes about 4–6 minutes
+/// on 2 cores, helm about 2 with a warm module cache and 5 without.
+const GO_BUILD_TIMEOUT: Duration = Duration::from_secs(40 * 60);
+
+/// The directory of a Go-built test tool (`outputs`, files or directories in it): `$env_var` when
+/// set, else `<target>/<subdir>` after running `script` (relative to the repository; a no-op when
+/// current) into it, for the tests named `who`. `Ok(None)` to skip: the script exited 2 (Go is
+/// missing or too old; its message, which says what to install, goes to stderr) and CI is not
+/// set. Under CI that is an error, as is a failed build or a missing output.
+pub fn go_tool_assets(
+    env_var: &str,
+    subdir: &str,
+    script: &str,
+    outputs: &[&str],
+    who: &str,
+) -> Result<Option<PathBuf>, String> {
+    let dir = match std::env::var_os(env_var).filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let dir = target_dir().join(subdir);
+            let started = Instant::now();
+            let mut cmd = Command::new("bash");
+            cmd.arg(repo_dir().join(script)).arg(&dir);
+            let out = run_bounded(&mut cmd, None, GO_BUILD_TIMEOUT)?;
+            let log = || format!("{}{}", text(&out.stdout), text(&out.stderr));
+            match out.status.code() {
+                Some(0) => say(&format!("{who}: {script} took {:.1}s", started.elapsed().as_secs_f64())),
+                Some(2) if is_ci() => {
+                    return Err(format!("CI=true, but {script} found no usable Go for {who} (exit 2):\n{}", log()));
+                }
+                Some(2) => {
+                    say(&format!("{who}: {script} found no usable Go (exit 2):\n{}", text(&out.stderr).trim_end()));
+                    return Ok(None);
+                }
+                _ => return Err(format!("{script} failed ({}):\n{}", out.status, log())),
+            }
+            dir
+        }
+    };
+    for output in outputs {
+        if !dir.join(output).exists() {
+            return Err(format!("{} has no {output}; build it with `bash {script} {0}`", dir.display()));
+        }
+    }
+    Ok(Some(dir))
+}
+
+/// A CA for tests (ECDSA P-256) that signs leaf certificates.
+pub struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl TestCa {
+    /// A new CA named `common_name`.
+    pub fn new(common_name: &str) -> Result<TestCa, String> {
+        let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_error)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(rcgen_error)?;
+        params.distinguished_name = distinguished_name(common_name, None);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let pem = params.self_signed(&ca_key).map_err(rcgen_error)?.pem();
+        Ok(TestCa { issuer: Issuer::new(params, ca_key), pem })
+    }
+
+    /// The CA certificate's PEM.
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// A leaf for `sans` (DNS names or IP addresses), `CN=common_name[, O=organization]`, for
+    /// `usage`: its certificate's and its key's PEM.
+    pub fn leaf(
+        &self,
+        sans: &[&str],
+        common_name: &str,
+        organization: Option<&str>,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Result<(String, String), String> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(rcgen_error)?;
+        let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
+        let mut params = CertificateParams::new(sans).map_err(rcgen_error)?;
+        params.distinguished_name = distinguished_name(common_name, organization);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![usage];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer).map_err(rcgen_error)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// [`Self::leaf`] written to `<dir>/<cert_file>` and `<dir>/<key_file>`.
+    pub fn write_leaf(
+        &self,
+        dir: &Path,
+        (cert_file, key_file): (&str, &str),
+        sans: &[&str],
+        common_name: &str,
+        organization: Option<&str>,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Result<(), String> {
+        let (cert, key) = self.leaf(sans, common_name, organization, usage)?;
+        write_file(&dir.join(cert_file), &cert)?;
+        write_file(&dir.join(key_file), &key)
+    }
+}
+
+fn rcgen_error(e: rcgen::Error) -> String {
+    e.to_string()
+}
+
+fn distinguished_name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    if let Some(org) = organization {
+        dn.push(DnType::OrganizationName, org);
+    }
+    dn.push(DnType::CommonName, common_name);
+    dn
 }

@@ -23,7 +23,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::ops::Deref;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -31,14 +31,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-};
+use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::{Value, json};
 
 use super::apiserver::ApiServer;
-use super::{poll, run_bounded, text};
+use super::{TestCa, free_ports, poll, run_bounded, say, text, write_file};
 
 pub mod kubectl;
 
@@ -470,49 +467,10 @@ fn without_client_config(stream: &str) -> Result<Vec<Value>, String> {
     Ok(out)
 }
 
-/// Two distinct free loopback ports: held open together, then released for coder-guard.
-fn free_ports() -> Result<[u16; 2], String> {
-    let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| format!("cannot bind 127.0.0.1:0: {e}"));
-    let listeners = [bind()?, bind()?];
-    let mut ports = [0; 2];
-    for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    }
-    Ok(ports)
-}
-
 /// A CA (`ca.crt`) and a serving pair for `127.0.0.1` (`tls.crt`, `tls.key`); ECDSA P-256.
 fn write_certificates(dir: &Path) -> Result<(), String> {
-    let err = |e: rcgen::Error| e.to_string();
-    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca.distinguished_name = common_name("coder-guard-e2e-webhook-ca");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let ca_pem = ca.self_signed(&ca_key).map_err(err)?.pem();
-    let issuer = Issuer::new(ca, ca_key);
-
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(err)?;
-    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).map_err(err)?;
-    leaf.distinguished_name = common_name("coder-guard");
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.use_authority_key_identifier_extension = true;
-    let cert = leaf.signed_by(&key, &issuer).map_err(err)?;
-    for (file, contents) in [("ca.crt", ca_pem), ("tls.crt", cert.pem()), ("tls.key", key.serialize_pem())] {
-        let path = dir.join(file);
-        fs::write(&path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
-    Ok(())
-}
-
-fn common_name(cn: &str) -> DistinguishedName {
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, cn);
-    dn
-}
-
-/// Writes a line to the real stderr, past libtest's output capture.
-fn say(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
+    let ca = TestCa::new("coder-guard-e2e-webhook-ca")?;
+    let usage = ExtendedKeyUsagePurpose::ServerAuth;
+    ca.write_leaf(dir, ("tls.crt", "tls.key"), &["127.0.0.1"], "coder-guard", None, usage)?;
+    write_file(&dir.join("ca.crt"), ca.pem())
 }

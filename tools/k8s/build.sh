@@ -7,8 +7,9 @@
 #
 # Works from any directory (a relative OUTDIR is taken relative to the caller's
 # cwd). A no-op taking well under a second when OUTDIR/.build-stamp matches the
-# hash of go.mod, go.sum, build.sh, cmd/etcd/main.go and the Go version and all
-# three binaries exist. Go's module and build caches stay at their defaults
+# hash of go.mod, go.sum, build.sh, ../go-build-lib.sh, cmd/etcd/main.go and the Go
+# version and all three binaries exist. Each binary is built by build_go_binary
+# (tools/go-build-lib.sh): into NAME.tmp, then moved into place. Go's module and build caches stay at their defaults
 # (go env GOMODCACHE / GOCACHE), so rebuilds on the same machine are warm.
 # Needs the module proxy only when the module cache lacks something.
 #
@@ -59,19 +60,10 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   LDF_K8S+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$BUILD_DATE"
 done
 
-NICE=(); command -v nice >/dev/null 2>&1 && NICE=(nice -n 10)
-
-# ---- Download (no-op when GOMODCACHE is warm; verified against go.sum) ------------
-"${NICE[@]}" go list -deps k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./cmd/etcd >/dev/null
-step_done "modules present (go list -deps)"
-
-# ---- Build ----------------------------------------------------------------------------
-"${NICE[@]}" go build -trimpath -ldflags "$LDF_K8S" -o "$OUT/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-step_done "go build kube-apiserver"
-"${NICE[@]}" go build -trimpath -ldflags "$LDF_K8S" -o "$OUT/kubectl" k8s.io/kubernetes/cmd/kubectl
-step_done "go build kubectl"
-"${NICE[@]}" go build -trimpath -ldflags "-s -w" -o "$OUT/etcd" ./cmd/etcd
-step_done "go build etcd"
+# ---- Download and build (each: go list -deps, then go build into NAME.tmp and mv) ----------
+build_go_binary k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver "$LDF_K8S"
+build_go_binary k8s.io/kubernetes/cmd/kubectl kubectl "$LDF_K8S"
+build_go_binary ./cmd/etcd etcd "-s -w"
 
 # ---- Check ----------------------------------------------------------------------------
 VOUT=$(show_version 2>&1) || { echo "$VOUT" >&2; die "a freshly built binary failed its --version check"; }
@@ -82,7 +74,7 @@ grep -q "^etcd Version: ${ETCDV#v}\$" <<<"$VOUT" || die "etcd --version does not
 step_done "--version checks"
 
 { echo "$HASH"
-  echo "# tools/k8s/build.sh stamp: sha256(go.mod go.sum build.sh cmd/etcd/main.go + Go version)"
+  echo "# tools/k8s/build.sh stamp: sha256(go.mod go.sum build.sh ../go-build-lib.sh cmd/etcd/main.go + Go version)"
   echo "kubernetes=$KV etcd=$ETCDV go=$GOVERSION $GOOS/$GOARCH"
 } > "$STAMP_FILE"
 ls -l "${BINS[@]/#/$OUT/}"
