@@ -1,75 +1,117 @@
 //! The webhook over TLS with keep-alive: the real server against the same stack with a no-op
-//! handler (decode and answer, no evaluation), in one run.
+//! handler (decode and answer, no evaluation), in one run, at increasing concurrency until the
+//! server's core saturates.
 //!
-//! `cargo bench --bench webhook [-- SECONDS]` (default 2 s per step). Each server runs in its own
-//! process (this binary re-executed), so its RSS is measured alone and the load generator's CPU
-//! is not counted in it. Servers:
+//! `cargo bench --bench webhook [-- SECONDS]` (default 2 s per step), and
+//! `cargo bench --bench webhook -- profile [SECONDS]` for a CPU profile of the hot path (needs
+//! `perf`; default 10 s per server and hook).
+//!
+//! Each server runs in its own process (this binary re-executed) with one Tokio worker thread,
+//! pinned to CPU 1; the load generator is pinned to CPU 0. So the numbers are per server core,
+//! the load generator does not steal the server's CPU, and each server's RSS and CPU time are
+//! its own (read from /proc). On a single-CPU machine nothing is pinned and the table says so.
+//! Servers:
 //!
 //! - `policy`: the real handler as configured by default (`Execution::Adaptive`: these reviews
 //!   are small, so decoding and evaluation run on the request's task);
 //! - `blocking`: the real handler with evaluation on the blocking pool (`Execution::Blocking`),
 //!   to compare the two ways of running it;
-//! - `no-op`: the same TLS, HTTP, body limits, decoding and encoding, allowing without evaluating;
+//! - `no-op`: the same TLS, HTTP, body limits, decoding, encoding, logging and metrics, allowing
+//!   without evaluating;
 //! - `policy+10k`: `policy` with 10,000 Secrets in its index, for memory.
 //!
-//! For validate and mutate, at concurrency 1, 4, 16, 64 (one keep-alive connection per client;
-//! the servers take turns in four slices per step, so background load hits them alike),
-//! it prints p50/p99/p99.9 latency, requests per second, and the ratio of each p99 to the no-op
-//! p99 at the same step; and the servers' RSS idle and after load. Servers format their
-//! per-request log lines as in production (JSON) and discard them. Every step is bounded by a
-//! request count and a time limit. No assertions: numbers only. Linux only (reads /proc).
+//! Servers log as in production (`--log-format json`, one line per request, to /dev/null).
+//! The servers take turns in `ROUNDS` slices per step, so background load hits them alike.
+//! Every step is bounded by a request count and a time limit. No assertions: numbers only.
+//! Linux only (reads /proc; pins with `taskset`).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coder_guard::certs::{self, Source};
 use coder_guard::policy::Index;
-use coder_guard::server::{self, Execution, Limits, Settings};
+use coder_guard::server::{self, Execution, Limits, LogFormat, Settings};
 use serde_json::{Value, json};
 
-const CONCURRENCY: [usize; 4] = [1, 4, 16, 64];
-const MAX_REQUESTS_PER_STEP: usize = 50_000;
+const CONCURRENCY: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
+const MAX_REQUESTS_PER_STEP: usize = 60_000;
 const WARM_UP_REQUESTS: usize = 300;
 const ROUNDS: u32 = 4;
 const CACHED_SECRETS: usize = 10_000;
+/// Clients during the profile: enough to keep the server's core busy.
+const PROFILE_CONCURRENCY: usize = 8;
+/// CPU the servers are pinned to; the load generator takes CPU 0.
+const SERVER_CPU: usize = 1;
+/// A core this busy (share of wall time) counts as saturated.
+const SATURATED: f64 = 0.9;
 
 fn main() {
     if let Ok(mode) = std::env::var("CODER_GUARD_BENCH_SERVER") {
         return serve(&mode);
     }
-    let seconds: f64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(2.0);
-    let step = Duration::from_secs_f64(seconds);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let profile = args.iter().any(|a| a == "profile");
+    let seconds: Option<f64> = args.iter().find_map(|a| a.parse().ok());
     let dir = tempfile::tempdir().expect("tempdir");
-
-    let policy = Server::spawn("policy", 0, dir.path());
-    let blocking = Server::spawn("blocking", 0, dir.path());
-    let no_op = Server::spawn("no-op", 0, dir.path());
-    let idle = [("policy", policy.rss()), ("blocking", blocking.rss()), ("no-op", no_op.rss())];
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pinned = cores >= 2 && pin(std::process::id(), 0);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if profile {
+        return profile_hot_path(&runtime, Duration::from_secs_f64(seconds.unwrap_or(10.0)), pinned, dir.path());
+    }
+    let seconds = seconds.unwrap_or(2.0);
+    let step = Duration::from_secs_f64(seconds);
+
+    let policy = Server::spawn("policy", 0, pinned, dir.path());
+    let blocking = Server::spawn("blocking", 0, pinned, dir.path());
+    let no_op = Server::spawn("no-op", 0, pinned, dir.path());
+    let idle = [("policy", policy.rss()), ("blocking", blocking.rss()), ("no-op", no_op.rss())];
+
+    println!("webhook benchmark: TLS 1.3 keep-alive, HTTP/1.1, {seconds} s per step");
+    if pinned {
+        println!("each server: 1 Tokio worker pinned to CPU {SERVER_CPU}; load generator pinned to CPU 0");
+    } else {
+        println!("NOT pinned ({cores} CPU(s)): servers and load share the CPUs; per-core figures are approximate");
+    }
     println!(
-        "webhook benchmark: TLS 1.3 keep-alive, HTTP/1.1, {seconds} s per step, {cores} CPUs shared by servers and load"
-    );
-    println!(
-        "{:<8} {:<8} {:>4} {:>9} {:>9} {:>9} {:>9} {:>8} {:>12}",
-        "hook", "server", "conc", "p50 µs", "p99 µs", "p99.9 µs", "req/s", "p99/no-op", "note"
+        "{:<8} {:<8} {:>4} {:>8} {:>8} {:>9} {:>8} {:>9} {:>6} {:>6} {:>8} {:>8}  note",
+        "hook",
+        "server",
+        "conc",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "req/s",
+        "CPU µs/r",
+        "srv %",
+        "gen %",
+        "p99/noop",
+        "CPU/noop"
     );
     let servers = [&no_op, &policy, &blocking];
+    let mut capacity = Vec::new();
     for hook in ["validate", "mutate"] {
         let body = Arc::new(review(hook));
-        let mut best = [0.0f64; 3];
+        let mut best: Vec<Option<Stats>> = vec![None; servers.len()];
         for conc in CONCURRENCY {
             let stats = runtime.block_on(step_all(&servers, hook, &body, conc, step));
-            let baseline_p99 = stats[0].p99;
+            let baseline = stats[0].clone();
             for (i, (server, stats)) in servers.iter().zip(&stats).enumerate() {
-                let note = if stats.rate < best[i] * 1.1 { "saturated" } else { "" };
-                best[i] = best[i].max(stats.rate);
+                let note = if stats.server_busy >= SATURATED {
+                    "server saturated"
+                } else if stats.loadgen_busy >= SATURATED {
+                    "load generator bound"
+                } else {
+                    ""
+                };
                 println!(
-                    "{:<8} {:<8} {:>4} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8.2} {:>12}",
+                    "{:<8} {:<8} {:>4} {:>8.0} {:>8.0} {:>9.0} {:>8.0} {:>9.1} {:>6.0} {:>6.0} {:>8.2} {:>8.2}  {note}",
                     hook,
                     server.mode,
                     conc,
@@ -77,11 +119,41 @@ fn main() {
                     stats.p99,
                     stats.p999,
                     stats.rate,
-                    stats.p99 / baseline_p99,
-                    note
+                    stats.cpu_per_request,
+                    stats.server_busy * 100.0,
+                    stats.loadgen_busy * 100.0,
+                    stats.p99 / baseline.p99,
+                    stats.cpu_per_request / baseline.cpu_per_request,
                 );
+                if best[i].as_ref().is_none_or(|b| stats.rate > b.rate) {
+                    best[i] = Some(stats.clone());
+                }
             }
         }
+        for (server, best) in servers.iter().zip(best) {
+            capacity.push((hook, server.mode, best.expect("at least one step")));
+        }
+    }
+
+    println!();
+    println!("peak throughput per hook and server (the step with the most requests per second)");
+    println!(
+        "{:<8} {:<8} {:>4} {:>8} {:>9} {:>16} {:>12}",
+        "hook", "server", "conc", "req/s", "CPU µs/r", "req/s per core", "vs no-op"
+    );
+    for (hook, mode, stats) in &capacity {
+        let baseline = capacity.iter().find(|(h, m, _)| h == hook && *m == "no-op").map(|(_, _, s)| s).unwrap();
+        let per_core = 1e6 / stats.cpu_per_request;
+        println!(
+            "{:<8} {:<8} {:>4} {:>8.0} {:>9.1} {:>16.0} {:>12.2}",
+            hook,
+            mode,
+            stats.conc,
+            stats.rate,
+            stats.cpu_per_request,
+            per_core,
+            per_core / (1e6 / baseline.cpu_per_request)
+        );
     }
 
     println!();
@@ -93,7 +165,7 @@ fn main() {
         println!("{hook:<8} {decode:>7.1} µs | {evaluate:>7.1} µs | {encode:>7.1} µs");
     }
 
-    let loaded = Server::spawn("policy", CACHED_SECRETS, dir.path());
+    let loaded = Server::spawn("policy", CACHED_SECRETS, pinned, dir.path());
     println!();
     println!("{:<32} {:>10} {:>10}", "RSS (MiB)", "current", "peak");
     for (mode, (rss, _)) in idle {
@@ -148,11 +220,47 @@ fn mib(kib: u64) -> f64 {
 
 // === the load ===
 
+#[derive(Clone)]
 struct Stats {
+    conc: usize,
     p50: f64,
     p99: f64,
     p999: f64,
     rate: f64,
+    /// Server CPU time per request, µs.
+    cpu_per_request: f64,
+    /// Share of wall time the server's threads were on a CPU.
+    server_busy: f64,
+    /// Share of wall time the load generator's threads were on a CPU.
+    loadgen_busy: f64,
+}
+
+/// What one server accumulated over a step's slices.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<f64>,
+    elapsed: Duration,
+    server_cpu: Duration,
+    loadgen_cpu: Duration,
+}
+
+impl Tally {
+    fn stats(mut self, conc: usize) -> Stats {
+        let all = &mut self.latencies;
+        all.sort_by(f64::total_cmp);
+        let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+        let wall = self.elapsed.as_secs_f64();
+        Stats {
+            conc,
+            p50: at(0.50),
+            p99: at(0.99),
+            p999: at(0.999),
+            rate: all.len() as f64 / wall,
+            cpu_per_request: self.server_cpu.as_secs_f64() * 1e6 / all.len() as f64,
+            server_busy: self.server_cpu.as_secs_f64() / wall,
+            loadgen_busy: self.loadgen_cpu.as_secs_f64() / wall,
+        }
+    }
 }
 
 /// One step: `conc` clients per server, each on its own keep-alive connection. The servers take
@@ -162,30 +270,31 @@ async fn step_all(servers: &[&Server], hook: &str, body: &Arc<Vec<u8>>, conc: us
     let mut prepared = Vec::new();
     for server in servers {
         let url = format!("https://{}/{hook}", server.webhook);
-        let clients: Vec<reqwest::Client> = (0..conc).map(|_| server.client()).collect();
-        // Warm up: connections open, code paths hot.
-        for client in &clients {
-            for _ in 0..(WARM_UP_REQUESTS / conc).max(2) {
-                send(client, &url, body).await;
-            }
-        }
-        prepared.push((url, clients, Vec::new(), Duration::ZERO));
+        let clients = warm_clients(server, &url, body, conc).await;
+        prepared.push((server, url, clients, Tally::default()));
     }
     for _ in 0..ROUNDS {
-        for (url, clients, latencies, elapsed) in &mut prepared {
+        for (server, url, clients, tally) in &mut prepared {
+            let (server_before, loadgen_before) = (cpu_time(server.child.id()), cpu_time(std::process::id()));
             let started = Instant::now();
-            latencies.extend(slice(url, clients, body, step / ROUNDS).await);
-            *elapsed += started.elapsed();
+            tally.latencies.extend(slice(url, clients, body, step / ROUNDS).await);
+            tally.elapsed += started.elapsed();
+            tally.server_cpu += cpu_time(server.child.id()).saturating_sub(server_before);
+            tally.loadgen_cpu += cpu_time(std::process::id()).saturating_sub(loadgen_before);
         }
     }
-    prepared
-        .into_iter()
-        .map(|(_, _, mut all, elapsed)| {
-            all.sort_by(f64::total_cmp);
-            let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
-            Stats { p50: at(0.50), p99: at(0.99), p999: at(0.999), rate: all.len() as f64 / elapsed.as_secs_f64() }
-        })
-        .collect()
+    prepared.into_iter().map(|(_, _, _, tally)| tally.stats(conc)).collect()
+}
+
+/// `conc` clients, each with its connection open and the code paths warm.
+async fn warm_clients(server: &Server, url: &str, body: &Arc<Vec<u8>>, conc: usize) -> Vec<reqwest::Client> {
+    let clients: Vec<reqwest::Client> = (0..conc).map(|_| server.client()).collect();
+    for client in &clients {
+        for _ in 0..(WARM_UP_REQUESTS / conc).max(2) {
+            send(client, url, body).await;
+        }
+    }
+    clients
 }
 
 /// Every client sends requests back to back until `time` (or a count) is up; the latencies.
@@ -237,6 +346,194 @@ fn review(hook: &str) -> Vec<u8> {
     std::fs::read(format!("{}/examples/admission/{name}", env!("CARGO_MANIFEST_DIR"))).expect("example review")
 }
 
+/// CPU time of every live thread of process `pid` (`/proc/PID/task/*/schedstat`, nanoseconds).
+fn cpu_time(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Duration::ZERO };
+    let nanos: u64 = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
+/// Pins every thread of `pid` (and the threads it starts later) to `cpu`; false if that failed.
+fn pin(pid: u32, cpu: usize) -> bool {
+    Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+// === the CPU profile ===
+
+/// Where a sample's CPU time went, by the first rule its stack matches.
+const BUCKETS: [(&str, &[&str]); 9] = [
+    ("JSON log line (tracing)", &["tracing_subscriber::", "tracing_core::"]),
+    ("policy: evaluate / mutate", &["policy::Engine::evaluate", "policy::Engine::mutate", "policy::mutate::"]),
+    ("decode the review", &["admission::review::decode"]),
+    ("encode the answer", &["admission::response::respond"]),
+    ("metrics and summary", &["handler::App::record"]),
+    ("TLS (rustls)", &["rustls::"]),
+    ("HTTP (hyper, axum, tower)", &["hyper::", "axum::", "tower::", "tower_http::"]),
+    ("runtime (tokio)", &["tokio::"]),
+    ("other", &[""]),
+];
+const KERNEL: &str = "kernel: syscalls, network, scheduling";
+const ALLOCATOR: [&str; 9] =
+    ["malloc", "_int_free", "_int_malloc", "realloc", "cfree", "tcache", "unlink_chunk", "malloc_consolidate", "free"];
+
+/// Runs `policy` and `no-op` under load while `perf record` samples them, and prints where their
+/// CPU time goes per request, in buckets, plus the policy server's hottest functions.
+fn profile_hot_path(runtime: &tokio::runtime::Runtime, seconds: Duration, pinned: bool, dir: &Path) {
+    if !Command::new("perf").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        eprintln!("profile: `perf` not found; install it (Debian: linux-perf) and run again");
+        std::process::exit(2);
+    }
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/webhook-profile");
+    std::fs::create_dir_all(&out).unwrap();
+    println!(
+        "CPU profile: perf record -e cpu-clock --call-graph dwarf, {} s per server and hook, {PROFILE_CONCURRENCY} clients{}",
+        seconds.as_secs_f64(),
+        if pinned { ", server pinned to one core" } else { "" }
+    );
+    for hook in ["validate", "mutate"] {
+        let body = Arc::new(review(hook));
+        let mut columns = Vec::new();
+        for mode in ["no-op", "policy"] {
+            let server = Server::spawn(mode, 0, pinned, dir);
+            let url = format!("https://{}/{hook}", server.webhook);
+            let data = out.join(format!("{mode}-{hook}.data"));
+            let (requests, cpu) = runtime.block_on(async {
+                let clients = warm_clients(&server, &url, &body, PROFILE_CONCURRENCY).await;
+                let mut perf = Command::new("perf")
+                    .args(["record", "-q", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf,16384", "-p"])
+                    .arg(server.child.id().to_string())
+                    .arg("-o")
+                    .arg(&data)
+                    .args(["--", "sleep"])
+                    .arg(format!("{}", seconds.as_secs_f64() + 1.0))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("perf record");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let before = cpu_time(server.child.id());
+                let n = slice(&url, &clients, &body, seconds).await.len();
+                let cpu = cpu_time(server.child.id()).saturating_sub(before);
+                tokio::task::spawn_blocking(move || perf.wait()).await.unwrap().expect("perf record");
+                (n, cpu)
+            });
+            let per_request = cpu.as_secs_f64() * 1e6 / requests as f64;
+            let samples = perf_samples(&data);
+            columns.push((mode, per_request, samples));
+        }
+        print_profile(hook, &columns, &out);
+    }
+}
+
+/// One sample's stack: (address, symbol), leaf first.
+type Stack = Vec<(u64, String)>;
+
+/// The stacks of a `perf record` file.
+fn perf_samples(data: &Path) -> Vec<Stack> {
+    let output = Command::new("perf")
+        .args(["script", "-F", "ip,sym", "-i"])
+        .arg(data)
+        .stderr(Stdio::null())
+        .output()
+        .expect("perf script");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut samples = Vec::new();
+    let mut stack = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            if !stack.is_empty() {
+                samples.push(std::mem::take(&mut stack));
+            }
+            continue;
+        }
+        let (addr, sym) = line.split_once(' ').unwrap_or((line, ""));
+        stack.push((u64::from_str_radix(addr, 16).unwrap_or(0), sym.to_owned()));
+    }
+    if !stack.is_empty() {
+        samples.push(stack);
+    }
+    samples
+}
+
+/// The bucket of one sample.
+fn bucket(stack: &[(u64, String)]) -> &'static str {
+    if stack.first().is_some_and(|(addr, _)| *addr >= 0xffff_0000_0000_0000) {
+        return KERNEL;
+    }
+    BUCKETS
+        .iter()
+        .find(|(_, needles)| stack.iter().any(|(_, sym)| needles.iter().any(|n| sym.contains(n))))
+        .map_or("other", |(name, _)| name)
+}
+
+fn print_profile(hook: &str, columns: &[(&str, f64, Vec<Stack>)], out: &Path) {
+    println!();
+    println!("{hook}: server CPU µs per request, by where it went");
+    print!("{:<40}", "bucket");
+    for (mode, _, _) in columns {
+        print!(" {:>10} {:>6}", format!("{mode} µs"), "%");
+    }
+    println!();
+    let mut names: Vec<&str> = vec![KERNEL];
+    names.extend(BUCKETS.iter().map(|(n, _)| *n));
+    let shares: Vec<BTreeMap<&str, f64>> = columns
+        .iter()
+        .map(|(_, _, samples)| {
+            let mut counts = BTreeMap::new();
+            for s in samples {
+                *counts.entry(bucket(s)).or_insert(0.0) += 1.0;
+            }
+            counts.values_mut().for_each(|c| *c /= samples.len().max(1) as f64);
+            counts
+        })
+        .collect();
+    for name in names.iter().chain([&"total"]) {
+        print!("{name:<40}");
+        for ((_, per_request, _), share) in columns.iter().zip(&shares) {
+            let s = if *name == "total" { 1.0 } else { share.get(name).copied().unwrap_or(0.0) };
+            print!(" {:>10.1} {:>5.1}%", s * per_request, s * 100.0);
+        }
+        println!();
+    }
+    print!("{:<40}", "of which the allocator (malloc/free)");
+    for (_, per_request, samples) in columns {
+        let n = samples.iter().filter(|s| s.first().is_some_and(|(_, sym)| is_allocator(sym))).count();
+        let s = n as f64 / samples.len().max(1) as f64;
+        print!(" {:>10.1} {:>5.1}%", s * per_request, s * 100.0);
+    }
+    println!();
+    if let Some((mode, _, samples)) = columns.iter().find(|(m, _, _)| *m == "policy") {
+        let mut own: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in samples {
+            if let Some((_, sym)) = s.first() {
+                *own.entry(sym.as_str()).or_default() += 1;
+            }
+        }
+        let mut top: Vec<_> = own.into_iter().collect();
+        top.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        println!("{hook}: {mode}'s hottest functions (self time)");
+        for (sym, n) in top.into_iter().take(12) {
+            let short: String = sym.chars().take(100).collect();
+            println!("  {:>5.1}%  {short}", n as f64 * 100.0 / samples.len().max(1) as f64);
+        }
+    }
+    println!("(perf data: {}; `perf report -i FILE` for the call graph)", out.display());
+}
+
+fn is_allocator(sym: &str) -> bool {
+    let sym = sym.trim_start_matches("__GI___libc_").trim_start_matches("__libc_");
+    ALLOCATOR.iter().any(|a| sym.starts_with(a))
+}
+
 // === the servers, one process each ===
 
 struct Server {
@@ -247,19 +544,24 @@ struct Server {
 }
 
 impl Server {
-    fn spawn(mode: &'static str, secrets: usize, dir: &std::path::Path) -> Server {
+    fn spawn(mode: &'static str, secrets: usize, pinned: bool, dir: &Path) -> Server {
         let ca = dir.join(format!("{mode}-{secrets}-ca.pem"));
         let mut child = Command::new(std::env::current_exe().unwrap())
             .env("CODER_GUARD_BENCH_SERVER", mode)
             .env("CODER_GUARD_BENCH_SECRETS", secrets.to_string())
             .env("CODER_GUARD_BENCH_CA", &ca)
+            .env("CODER_GUARD_BENCH_WORKERS", if pinned { "1" } else { "0" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .expect("server process");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let webhook = line.trim().strip_prefix("ready ").expect("ready line").parse().unwrap();
+        if pinned {
+            pin(child.id(), SERVER_CPU);
+        }
         let ca_pem = std::fs::read(&ca).unwrap();
         // Let start-up allocations settle before the idle measurement.
         std::thread::sleep(Duration::from_millis(300));
@@ -302,11 +604,16 @@ impl Drop for Server {
 /// The server process: starts the real server on 127.0.0.1:0, prints `ready ADDR`, and runs
 /// until its stdin closes.
 fn serve(mode: &str) {
-    let secrets: usize = std::env::var("CODER_GUARD_BENCH_SECRETS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<usize>().ok()).unwrap_or(0);
+    let (secrets, workers) = (env("CODER_GUARD_BENCH_SECRETS"), env("CODER_GUARD_BENCH_WORKERS"));
     let ca_path = std::env::var("CODER_GUARD_BENCH_CA").expect("CA path");
-    // Per-request log lines are formatted as in production (JSON, info), then discarded.
-    tracing_subscriber::fmt().json().with_max_level(tracing::Level::INFO).with_writer(std::io::sink).init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    // As in production with --log-format json; the parent sends stderr to /dev/null.
+    server::logging::init(LogFormat::Json);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    let runtime = builder.enable_all().build().unwrap();
     runtime.block_on(async move {
         let source = Source::SelfSigned {
             dns_names: vec!["127.0.0.1".into()],

@@ -343,7 +343,7 @@ impl Finder<'_> {
             return false;
         }
         let matches = match (&self.target[depth - 1], level.is_map) {
-            (Segment::Key(k), true) => level.key.as_deref() == Some(k.as_str()),
+            (Segment::Key(k), true) => level.key.as_deref() == Some(k.as_ref()),
             (Segment::Index(i), false) => level.index == *i,
             _ => false,
         };

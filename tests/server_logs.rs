@@ -60,6 +60,18 @@ async fn logs_carry_identities_but_no_values() {
         assert!(logs.contains(uid), "the log misses uid {uid}:\n{logs}");
     }
     assert!(logs.contains("\"verdict\":\"denied\""), "{logs}");
+    // The answer's line carries the whole identity in its span, and the verdict.
+    let answered: serde_json::Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "admission review answered" && l["span"]["uid"] == "log-denied")
+        .unwrap_or_else(|| panic!("no answered line for log-denied:\n{logs}"));
+    let span = &answered["span"];
+    let identity = ["webhook", "uid", "kind", "namespace", "object", "operation", "dry_run"].map(|f| span[f].clone());
+    let expected = ["validate", "log-denied", "CoderProvisioner", "coder", "builds", "CREATE"].map(|s| json!(s));
+    assert_eq!(identity[..6], expected, "span fields of {answered}");
+    assert_eq!(identity[6], json!(false), "dry_run of {answered}");
+    assert_eq!(answered["fields"]["verdict"], "denied");
     assert!(logs.contains("provisioner-key-conflicts"), "rule ids are logged");
     let encoded = base64::engine::general_purpose::STANDARD.encode(SECRET_VALUE);
     for value in [SECRET_VALUE, encoded.as_str(), STRING_DATA, ENV_VALUE, "env-password", "hunter2"] {

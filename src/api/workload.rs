@@ -19,7 +19,7 @@ pub struct Deployment {
 impl Deployment {
     /// Every container, init containers included, with its path.
     pub fn containers(&self) -> impl Iterator<Item = (crate::policy::FieldPath, &Container)> {
-        let spec = crate::policy::FieldPath::parse("spec.template.spec");
+        let spec = crate::fp!("spec", "template", "spec");
         let init = spec.key("initContainers");
         let main = spec.key("containers");
         let main_iter = self.spec.template.spec.containers.iter().enumerate().map(move |(i, c)| (main.index(i), c));
@@ -28,13 +28,19 @@ impl Deployment {
         main_iter.chain(init_iter)
     }
 
+    /// Containers and init containers, without their paths.
+    fn containers_unpathed(&self) -> impl Iterator<Item = &Container> {
+        let spec = &self.spec.template.spec;
+        spec.containers.iter().chain(&spec.init_containers)
+    }
+
     /// True for Deployments that run Coder: a `coder` image, `CODER_*` env, or the
     /// provisioner-key injection annotation. Other Deployments are left alone.
     pub fn is_coder(&self) -> bool {
         self.metadata.annotations.contains_key(PROVISIONER_KEY_ANNOTATION)
-            || self
-                .containers()
-                .any(|(_, c)| c.image.contains("coder/coder") || c.env.iter().any(|e| e.name.starts_with("CODER_")))
+            || self.containers_unpathed().any(|c| {
+                c.image.contains("coder/coder") || c.env.iter().any(|e| e.name.starts_with("CODER_"))
+            })
     }
 }
 

@@ -80,7 +80,7 @@ impl RuleConfig {
         let err = |line: usize, message: String| ConfigError { source_name: source_name.to_owned(), line, message };
         let doc = yaml::parse_single(text).map_err(|e| err(e.line, e.message))?;
         let at = |path: &[&str]| {
-            let segs: Vec<_> = path.iter().map(|s| crate::policy::path::Segment::Key((*s).to_owned())).collect();
+            let segs: Vec<_> = path.iter().map(|s| crate::policy::path::Segment::Key((*s).to_owned().into())).collect();
             yaml::locate(text, doc.line, &segs)
         };
         let mut config = RuleConfig::default();

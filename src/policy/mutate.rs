@@ -153,7 +153,7 @@ impl Context<'_> {
     fn inject(&self, r: &mut Report, ops: &mut Vec<PatchOperation>) -> Injected {
         let d = self.deployment;
         let Some(name) = d.metadata.annotations.get(PROVISIONER_KEY_ANNOTATION) else { return Injected::default() };
-        let at = FieldPath::parse("metadata.annotations").key(PROVISIONER_KEY_ANNOTATION);
+        let at = crate::fp!("metadata", "annotations", PROVISIONER_KEY_ANNOTATION);
         let ns = self.req.namespace;
         if name.is_empty() {
             r.deny(
@@ -205,7 +205,7 @@ include the CoderProvisionerKey to see the injected env"
         }
         let mut injected = Vec::new();
         for i in targets {
-            let env_path = FieldPath::parse("spec.template.spec.containers").index(i).key("env");
+            let env_path = crate::fp!("spec", "template", "spec", "containers", i, "env");
             let mut present = false;
             for (j, e) in containers[i].env.iter().enumerate().filter(|(_, e)| e.name == PROVISIONER_KEY) {
                 present = true;

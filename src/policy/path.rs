@@ -3,13 +3,14 @@
 //! Rendered two ways: `spec.extraEnv[2].name` for people and Kubernetes `causes[].field`,
 //! and as an RFC 6901 JSON pointer (`/spec/extraEnv/2/name`) to find the YAML line.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// One step of a field path.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Segment {
-    /// A map key.
-    Key(String),
+    /// A map key: borrowed for the field names rules spell out, owned for keys read from objects.
+    Key(Cow<'static, str>),
     /// A list index.
     Index(usize),
 }
@@ -26,23 +27,39 @@ impl FieldPath {
 
     /// Parses a dotted path of plain keys (`spec.instanceRef.name`).
     pub fn parse(dotted: &str) -> Self {
-        Self(dotted.split('.').filter(|s| !s.is_empty()).map(|s| Segment::Key(s.to_owned())).collect())
+        Self(dotted.split('.').filter(|s| !s.is_empty()).map(|s| Segment::Key(Cow::Owned(s.to_owned()))).collect())
+    }
+
+    /// An empty path with room for `segments` segments (`fp!` builds paths in place with it).
+    pub fn with_capacity(segments: usize) -> Self {
+        Self(Vec::with_capacity(segments))
     }
 
     /// This path extended by a map key.
     #[must_use]
-    pub fn key(&self, key: &str) -> Self {
-        let mut p = self.clone();
-        p.0.push(Segment::Key(key.to_owned()));
-        p
+    pub fn key(&self, key: impl Into<Cow<'static, str>>) -> Self {
+        self.extended(Segment::Key(key.into()))
     }
 
     /// This path extended by a list index.
     #[must_use]
     pub fn index(&self, i: usize) -> Self {
-        let mut p = self.clone();
-        p.0.push(Segment::Index(i));
-        p
+        self.extended(Segment::Index(i))
+    }
+
+    /// A copy with one more segment, and room for two more: one allocation.
+    fn extended(&self, segment: Segment) -> Self {
+        let mut segments = Vec::with_capacity(self.0.len() + 3);
+        segments.extend_from_slice(&self.0);
+        segments.push(segment);
+        Self(segments)
+    }
+
+    /// This path, consumed, extended by one segment.
+    #[must_use]
+    pub fn push(mut self, segment: Segment) -> Self {
+        self.0.push(segment);
+        self
     }
 
     /// The segments, root first.

@@ -191,7 +191,7 @@ pub async fn dispatch<K: Managed>(
         "reconcile",
         kind = K::kind(&()).as_ref(),
         namespace = object.namespace().unwrap_or_default(),
-        name = object.name_any(),
+        object = object.name_any(),
         uid = object.uid().unwrap_or_default(),
         operation = if deleting { "cleanup" } else { "apply" },
     );

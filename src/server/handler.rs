@@ -29,7 +29,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tracing::{Instrument, error, field, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use super::budget::{Budget, GoDuration};
 use super::http::{Rejection, read_body, status_response};
@@ -173,46 +173,49 @@ impl App {
         let budget = Budget::from_query(query);
         let deadline = started + budget.answer_by;
         let _in_flight = InFlight::enter(&self.metrics);
-        let span = info_span!(
-            "admission",
-            webhook = hook.as_str(),
-            uid = field::Empty,
-            kind = field::Empty,
-            namespace = field::Empty,
-            name = field::Empty,
-            operation = field::Empty,
-            dry_run = field::Empty,
-        );
-        async move {
-            match self.answer(hook, budget, deadline, headers, body).await {
-                Ok(response) => response,
-                Err(rejection) => {
-                    let code = match rejection.status {
-                        StatusCode::BAD_REQUEST => "400",
-                        StatusCode::PAYLOAD_TOO_LARGE => "413",
-                        StatusCode::REQUEST_TIMEOUT => "408",
-                        StatusCode::SERVICE_UNAVAILABLE => "503",
-                        _ => "500",
-                    };
-                    self.metrics.reject(hook.as_str(), code);
-                    warn!(status = rejection.status.as_u16(), reason = %rejection.message, "request rejected without a review");
-                    status_response(rejection.status, &rejection.message)
-                }
+        let answered = async {
+            let (review, permit, inline) = self.receive(budget, deadline, headers, body).await?;
+            // The request's identity, known once decoded. The span is created with every field:
+            // recording fields into an open span re-encodes its fields each time (JSON logs).
+            // `object`, not `name`: JSON logs put the span's own name under `name`.
+            let span = info_span!(
+                "admission",
+                webhook = hook.as_str(),
+                uid = review.uid(),
+                kind = review.kind().kind.as_str(),
+                namespace = review.namespace(),
+                object = review.name(),
+                operation = review.operation().as_str(),
+                dry_run = review.dry_run(),
+            );
+            self.answer(hook, budget, deadline, review, permit, inline).instrument(span).await
+        };
+        match answered.await {
+            Ok(response) => response,
+            Err(rejection) => {
+                let code = match rejection.status {
+                    StatusCode::BAD_REQUEST => "400",
+                    StatusCode::PAYLOAD_TOO_LARGE => "413",
+                    StatusCode::REQUEST_TIMEOUT => "408",
+                    StatusCode::SERVICE_UNAVAILABLE => "503",
+                    _ => "500",
+                };
+                self.metrics.reject(hook.as_str(), code);
+                let _span = info_span!("admission", webhook = hook.as_str()).entered();
+                warn!(status = rejection.status.as_u16(), reason = %rejection.message, "request rejected without a review");
+                status_response(rejection.status, &rejection.message)
             }
         }
-        .instrument(span)
-        .await
     }
 
-    async fn answer(
+    /// Body, concurrency slot and decoding: the review, its slot, and whether it runs inline.
+    async fn receive(
         &self,
-        hook: Hook,
         budget: Budget,
         deadline: Instant,
         headers: &HeaderMap,
         body: Body,
-    ) -> Result<Response, Rejection> {
-        let started = deadline - budget.answer_by;
+    ) -> Result<(Review, OwnedSemaphorePermit, bool), Rejection> {
         let bytes = read_body(body, headers, self.limits.max_body_bytes, deadline, budget).await?;
         let wait_until = deadline.min(Instant::now() + self.limits.queue_timeout);
         let permit = match tokio::time::timeout_at(wait_until, self.slots.clone().acquire_owned()).await {
@@ -230,15 +233,21 @@ impl App {
         };
         let inline = self.limits.execution.inline(bytes.len());
         let (review, permit) = self.decode(bytes, inline, permit).await?;
-        let review = Arc::new(review);
-        let span = tracing::Span::current();
-        span.record("uid", review.uid());
-        span.record("kind", review.kind().kind.as_str());
-        span.record("namespace", review.namespace());
-        span.record("name", review.name());
-        span.record("operation", review.operation().as_str());
-        span.record("dry_run", review.dry_run());
+        Ok((review, permit, inline))
+    }
 
+    /// Evaluation (or the no-op allow), the answer, its log line and metrics.
+    async fn answer(
+        &self,
+        hook: Hook,
+        budget: Budget,
+        deadline: Instant,
+        review: Review,
+        permit: OwnedSemaphorePermit,
+        inline: bool,
+    ) -> Result<Response, Rejection> {
+        let started = deadline - budget.answer_by;
+        let review = Arc::new(review);
         let (eval, verdict) = if self.policy {
             match self.evaluate(hook, &review, inline, permit, deadline).await {
                 Ok(eval) => {
