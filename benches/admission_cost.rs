@@ -1,14 +1,20 @@
 //! Cost of admission through a real API server: server-side dry-run creates and updates of
 //! CoderOrganization, CoderAIProvider, CoderProvisionerKey and CoderControlPlane sent through
-//! the e2e harness's kube-apiserver with kube-rs, at a fixed concurrency, in three phases:
+//! the e2e harness's kube-apiserver with kube-rs, at a fixed concurrency, in four phases:
 //!
 //! - (a) no admission: coder-guard's webhook configurations removed;
 //! - (b) an in-tree `ValidatingAdmissionPolicy` per kind with the rules CEL can express;
-//! - (c) coder-guard's webhooks registered (the real binary, as in `tests/e2e_webhook.rs`).
+//! - (c) coder-guard's webhooks registered (the real binary, as in `tests/e2e_webhook.rs`);
+//! - (d) a no-op webhook on the same stack: a second process of the same binary with
+//!   `serve --no-op-policy` (same TLS, HTTP, body limits, decoding, encoding, logging and
+//!   metrics; allows every review without evaluating), registered with configurations equal to
+//!   coder-guard's (rules, matchConditions, failurePolicy, timeouts, `caBundle`) but for their
+//!   names and URLs. (d)/(a) is what the API server pays to call a webhook at all; (c)/(d) is
+//!   coder-guard's own share (evaluation, lookups, patches).
 //!
 //! `cargo bench --bench admission_cost [-- N]` (N measured requests per phase, default 4,000).
-//! The phases run interleaved in slices (a, b, c, a, b, c, …) so background noise hits them
-//! alike; each slice starts with a warm-up. Every request object is valid (its Secrets and
+//! The phases run interleaved in slices (a, b, c, d, d, c, b, a, …) so background noise hits
+//! them alike; each slice starts with a warm-up. Every request object is valid (its Secrets and
 //! instance exist), so nothing should be denied; errors are counted and printed. Bounded by
 //! count and time; loopback only; no assertions: numbers only.
 
@@ -26,7 +32,7 @@ use support::webhook::{CoderGuard, RESOURCES_HOOK};
 
 /// Requests in flight.
 const CONCURRENCY: usize = 4;
-/// Interleaved rounds of (a, b, c).
+/// Interleaved rounds of (a, b, c, d), every other one reversed.
 const ROUNDS: usize = 8;
 /// Warm-up requests at the start of every slice (not measured).
 const WARMUP: usize = 100;
@@ -41,23 +47,44 @@ const BASES: usize = 8;
 /// Label on the bench's admission policies and bindings.
 const POLICY_LABEL: &str = "coder-guard-bench=admission-cost";
 const CEL_MESSAGE: &str = "denied by the coder-guard-bench CEL policy";
+/// Name of the no-op server's Validating- and MutatingWebhookConfiguration.
+const NO_OP_CONFIGURATION: &str = "coder-guard-bench-no-op";
+/// Upper bound for one `GET /metrics` on the no-op server's admin port.
+const METRICS_TIMEOUT: Duration = Duration::from_secs(5);
+/// The no-op server's histogram count of answered reviews (one line per label set).
+const REVIEWS_COUNT: &str = "coder_guard_admission_request_duration_seconds_count{";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
     None,
     Cel,
     Webhook,
+    NoOp,
 }
 
 impl Phase {
-    const ALL: [Phase; 3] = [Phase::None, Phase::Cel, Phase::Webhook];
+    const ALL: [Phase; 4] = [Phase::None, Phase::Cel, Phase::Webhook, Phase::NoOp];
     fn label(self) -> &'static str {
         match self {
             Phase::None => "(a) no admission webhook",
             Phase::Cel => "(b) ValidatingAdmissionPolicy (CEL)",
             Phase::Webhook => "(c) coder-guard webhook",
+            Phase::NoOp => "(d) no-op webhook (--no-op-policy)",
         }
     }
+}
+
+/// What the phases install, and how to tell the no-op server is called.
+struct Mechanisms {
+    /// coder-guard's configurations as the harness registered them.
+    webhooks: Value,
+    /// The same, named [`NO_OP_CONFIGURATION`], calling the no-op server.
+    no_op_webhooks: Value,
+    /// The CEL policies and bindings.
+    policies: Value,
+    /// The no-op server's `/metrics`.
+    no_op_metrics: String,
+    http: reqwest::Client,
 }
 
 #[derive(Default)]
@@ -76,17 +103,41 @@ fn main() {
         return;
     };
     let api = cg.api();
+    let no_op = match cg.start_no_op() {
+        Ok(no_op) => no_op,
+        Err(e) => {
+            println!("admission_cost: cannot start the no-op coder-guard: {e}; nothing measured");
+            return;
+        }
+    };
     println!(
-        "admission cost benchmark: {per_slice} measured requests per slice, {ROUNDS} rounds of (a, b, c), \
+        "admission cost benchmark: {per_slice} measured requests per slice, {ROUNDS} rounds of (a, b, c, d) alternating with (d, c, b, a), \
          {WARMUP} warm-up requests per slice, {CONCURRENCY} in flight; {} CPUs shared by the load, \
-         kube-apiserver, etcd and coder-guard",
-        std::thread::available_parallelism().map_or(1, |c| c.get())
+         kube-apiserver, etcd and both coder-guard processes (coder-guard {}, no-op {}, log {})",
+        std::thread::available_parallelism().map_or(1, |c| c.get()),
+        cg.url(),
+        no_op.url(),
+        no_op.log_path().display()
     );
 
     let webhooks = saved_webhook_configurations(api);
+    let no_op_webhooks = match no_op_configurations(&webhooks, &cg.url(), &no_op.url()) {
+        Ok(configurations) => configurations,
+        Err(e) => {
+            println!("admission_cost: {e}; nothing measured");
+            return;
+        }
+    };
     let ns = api.namespace("bench-admission");
     setup(api, &ns);
-    let policies = cel_policies();
+    let http = reqwest::Client::builder().no_proxy().timeout(METRICS_TIMEOUT).build().expect("an HTTP client");
+    let mechanisms = Mechanisms {
+        webhooks,
+        no_op_webhooks,
+        policies: cel_policies(),
+        no_op_metrics: format!("{}/metrics", no_op.admin_url()),
+        http,
+    };
 
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
@@ -96,9 +147,15 @@ fn main() {
     let mut next = 0usize;
     let mut switch_times = Vec::new();
     'rounds: for round in 0..ROUNDS {
-        for (p, phase) in Phase::ALL.into_iter().enumerate() {
+        // Forward in even rounds, backward in odd ones, so periodic background work (Go GC in
+        // kube-apiserver, say) cannot line up with one phase's slot.
+        let mut order: Vec<(usize, Phase)> = Phase::ALL.into_iter().enumerate().collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (p, phase) in order {
             let switched = Instant::now();
-            if let Err(e) = runtime.block_on(switch(api, &client, &ns, phase, &webhooks, &policies)) {
+            if let Err(e) = runtime.block_on(switch(api, &client, &ns, phase, &mechanisms)) {
                 println!("cannot switch to {}: {e}; stopping", phase.label());
                 break 'rounds;
             }
@@ -120,13 +177,14 @@ fn main() {
         }
     }
     // Leave the cluster as the harness registered it: coder-guard's webhooks, no policy.
-    if let Err(e) = runtime.block_on(switch(api, &client, &ns, Phase::Webhook, &webhooks, &policies)) {
+    if let Err(e) = runtime.block_on(switch(api, &client, &ns, Phase::Webhook, &mechanisms)) {
         println!("cannot restore coder-guard's webhooks: {e}");
     }
     let slowest = switch_times.iter().max().copied().unwrap_or_default();
     println!("phase switches: {} (slowest {slowest:.1?}, limit {SWITCH_LIMIT:?})", switch_times.len());
 
     report(&results);
+    drop(no_op);
     drop(cg);
 }
 
@@ -148,6 +206,24 @@ fn saved_webhook_configurations(api: &ApiServer) -> Value {
         item["metadata"] = json!({"name": meta["name"], "labels": meta["labels"]});
     }
     list
+}
+
+/// `webhooks` renamed [`NO_OP_CONFIGURATION`], every `clientConfig.url` moved from `url` to
+/// `no_op_url` (same path, same `caBundle`: the no-op server serves the same certificate).
+fn no_op_configurations(webhooks: &Value, url: &str, no_op_url: &str) -> Result<Value, String> {
+    let mut list = webhooks.clone();
+    for item in list["items"].as_array_mut().into_iter().flatten() {
+        item["metadata"]["name"] = json!(NO_OP_CONFIGURATION);
+        for hook in item["webhooks"].as_array_mut().into_iter().flatten() {
+            let target = &mut hook["clientConfig"]["url"];
+            let path = target
+                .as_str()
+                .and_then(|u| u.strip_prefix(url))
+                .ok_or_else(|| format!("a coder-guard webhook's clientConfig.url is {target}, not under {url}"))?;
+            *target = json!(format!("{no_op_url}{path}"));
+        }
+    }
+    Ok(list)
 }
 
 /// One ValidatingAdmissionPolicy (and binding) per kind: the subset of coder-guard's rules on
@@ -274,15 +350,9 @@ fn cel_policies() -> Value {
 }
 
 /// Makes `phase` the admission in force: removes every mechanism, waits until a probe the
-/// rules deny is admitted, installs the phase's mechanism and waits until it denies the probe.
-async fn switch(
-    api: &ApiServer,
-    client: &kube::Client,
-    ns: &str,
-    phase: Phase,
-    webhooks: &Value,
-    policies: &Value,
-) -> Result<(), String> {
+/// rules deny is admitted without calling the no-op server, installs the phase's mechanism and
+/// waits until it denies the probe ((b), (c)) or the no-op server answers it ((d)).
+async fn switch(api: &ApiServer, client: &kube::Client, ns: &str, phase: Phase, m: &Mechanisms) -> Result<(), String> {
     let (api, ns_owned) = (api, ns.to_owned());
     let kubectl = |args: Vec<String>, input: Option<String>| {
         let out = match &input {
@@ -293,9 +363,11 @@ async fn switch(
     };
     let args = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
     kubectl(
-        args(
-            "delete validatingwebhookconfiguration/coder-guard mutatingwebhookconfiguration/coder-guard --ignore-not-found",
-        ),
+        args(&format!(
+            "delete validatingwebhookconfiguration/coder-guard mutatingwebhookconfiguration/coder-guard \
+             validatingwebhookconfiguration/{NO_OP_CONFIGURATION} mutatingwebhookconfiguration/{NO_OP_CONFIGURATION} \
+             --ignore-not-found"
+        )),
         None,
     )?;
     kubectl(
@@ -303,16 +375,21 @@ async fn switch(
         None,
     )?;
     wait_probe(client, &ns_owned, None).await?;
+    wait_no_op(client, &ns_owned, m, false).await?;
     match phase {
         Phase::None => Ok(()),
         Phase::Cel => {
-            kubectl(args("apply -f -"), Some(policies.to_string()))?;
+            kubectl(args("apply -f -"), Some(m.policies.to_string()))?;
             wait_probe(client, &ns_owned, Some(CEL_MESSAGE)).await
         }
         Phase::Webhook => {
-            kubectl(args("apply -f -"), Some(webhooks.to_string()))?;
+            kubectl(args("apply -f -"), Some(m.webhooks.to_string()))?;
             let denied = format!("admission webhook \"{RESOURCES_HOOK}\" denied the request");
             wait_probe(client, &ns_owned, Some(&denied)).await
+        }
+        Phase::NoOp => {
+            kubectl(args("apply -f -"), Some(m.no_op_webhooks.to_string()))?;
+            wait_no_op(client, &ns_owned, m, true).await
         }
     }
 }
@@ -321,12 +398,10 @@ async fn switch(
 /// coderd reserves the name; both (b) and (c) deny it) until it is
 /// admitted (`denial` `None`) or denied with a message containing `denial`.
 async fn wait_probe(client: &kube::Client, ns: &str, denial: Option<&str>) -> Result<(), String> {
-    let keys = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource(Kind::Key));
-    let probe = object(ns, Kind::Key, "probe", json!({"instanceRef": {"name": "coder"}, "organization": "new"}));
     let started = Instant::now();
     let mut last = String::new();
     while started.elapsed() < SWITCH_LIMIT {
-        let outcome = keys.create(&PostParams { dry_run: true, ..PostParams::default() }, &probe).await;
+        let outcome = send_probe(client, ns).await;
         match (&outcome, denial) {
             (Ok(_), None) => return Ok(()),
             (Err(e), Some(want)) if e.to_string().contains(want) => return Ok(()),
@@ -336,6 +411,48 @@ async fn wait_probe(client: &kube::Client, ns: &str, denial: Option<&str>) -> Re
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(format!("the probe did not reach {denial:?} within {SWITCH_LIMIT:?}; last: {last}"))
+}
+
+/// Polls the probe of [`wait_probe`] until it is admitted and the no-op server's count of
+/// answered provisioner-key reviews went up across it (`called`) or stayed put (`!called`).
+/// The server counts a review before answering it, so before the API server answers the probe.
+async fn wait_no_op(client: &kube::Client, ns: &str, m: &Mechanisms, called: bool) -> Result<(), String> {
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < SWITCH_LIMIT {
+        let before = no_op_reviews(m).await;
+        let outcome = send_probe(client, ns).await;
+        let after = no_op_reviews(m).await;
+        match (before, outcome, after) {
+            (Ok(b), Ok(_), Ok(a)) if (a > b) == called => return Ok(()),
+            (Ok(_), Ok(_), Ok(_)) if called => last = "admitted without calling the no-op server".into(),
+            (Ok(_), Ok(_), Ok(_)) => last = "admitted, still calling the no-op server".into(),
+            (_, Err(e), _) => last = e.to_string(),
+            (Err(e), _, _) | (_, _, Err(e)) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let want = if called { "be answered by" } else { "stop calling" };
+    Err(format!("the probe did not {want} the no-op server within {SWITCH_LIMIT:?}; last: {last}"))
+}
+
+/// The dry-run create of [`wait_probe`].
+async fn send_probe(client: &kube::Client, ns: &str) -> kube::Result<DynamicObject> {
+    let keys = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource(Kind::Key));
+    let probe = object(ns, Kind::Key, "probe", json!({"instanceRef": {"name": "coder"}, "organization": "new"}));
+    keys.create(&PostParams { dry_run: true, ..PostParams::default() }, &probe).await
+}
+
+/// The no-op server's count of answered CoderProvisionerKey reviews, from its `/metrics`.
+async fn no_op_reviews(m: &Mechanisms) -> Result<u64, String> {
+    let url = &m.no_op_metrics;
+    let response = m.http.get(url).send().await.and_then(reqwest::Response::error_for_status);
+    let text = response.map_err(|e| format!("GET {url}: {e}"))?.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+    Ok(text
+        .lines()
+        .filter(|line| line.starts_with(REVIEWS_COUNT) && line.contains(r#"kind="CoderProvisionerKey""#))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum())
 }
 
 // === Load ===
@@ -535,10 +652,24 @@ fn report(results: &[Results]) {
         stats.push((p50, p99));
     }
     let ratio = |x: Duration, y: Duration| if y.is_zero() { f64::NAN } else { x.as_secs_f64() / y.as_secs_f64() };
-    let [(a50, a99), (b50, b99), (c50, c99)] = [stats[0], stats[1], stats[2]];
+    let [(a50, a99), (b50, b99), (c50, c99), (d50, d99)] = [stats[0], stats[1], stats[2], stats[3]];
     println!();
     println!("(c)/(a): p50 {:.2}, p99 {:.2}", ratio(c50, a50), ratio(c99, a99));
     println!("(c)/(b): p50 {:.2}, p99 {:.2}", ratio(c50, b50), ratio(c99, b99));
+    println!(
+        "(d)/(a): p50 {:.2}, p99 {:.2} (the API server calling a webhook at all)",
+        ratio(d50, a50),
+        ratio(d99, a99)
+    );
+    println!("(c)/(d): p50 {:.2}, p99 {:.2} (coder-guard's own work)", ratio(c50, d50), ratio(c99, d99));
+    let added = |x: Duration, y: Duration| ms(x) - ms(y);
+    println!(
+        "added over (a): calling a webhook p50 {:+.2} ms, p99 {:+.2} ms; coder-guard's own work p50 {:+.2} ms, p99 {:+.2} ms",
+        added(d50, a50),
+        added(d99, a99),
+        added(c50, d50),
+        added(c99, d99)
+    );
     let verdict = |value: f64, target: f64| if value <= target { "met" } else { "missed" };
     println!(
         "target (c)/(a) p99 <= 1.10: {} ({:.2}); target (c)/(b) p99 <= 1.05: {} ({:.2})",

@@ -158,6 +158,9 @@ struct ServeArgs {
     /// With --dev: manifests (YAML, multi-document) whose Secrets and Coder objects lookups find; repeatable.
     #[arg(long, value_name = "FILE", requires = "dev")]
     dev_objects: Vec<PathBuf>,
+    /// Benchmark baseline: answer every review with an allow without evaluating.
+    #[arg(long, hide = true)]
+    no_op_policy: bool,
     /// Testing: validate the arguments and exit 0 without starting.
     #[arg(long, hide = true)]
     check_args: bool,
@@ -352,6 +355,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         reconcile_concurrency,
         dev,
         dev_objects,
+        no_op_policy,
         check_args,
     } = args;
     server::logging::init(match log_format {
@@ -412,6 +416,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: Limits { max_concurrency: max_concurrency as usize, ..Limits::default() },
         connections: ConnectionLimits { handshake_timeout: handshake_timeout.0, header_timeout: header_timeout.0 },
         rule_config: config,
+        no_op: no_op_policy,
         ..Settings::default()
     };
     let config = ServeConfig {
@@ -424,6 +429,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     if check_args {
         return Ok(());
+    }
+    if no_op_policy {
+        tracing::warn!("--no-op-policy: every admission review is allowed without evaluating (benchmark baseline)");
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the Tokio runtime")?;
     let served = runtime.block_on(server::run::serve(config));

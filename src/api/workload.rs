@@ -38,9 +38,9 @@ impl Deployment {
     /// provisioner-key injection annotation. Other Deployments are left alone.
     pub fn is_coder(&self) -> bool {
         self.metadata.annotations.contains_key(PROVISIONER_KEY_ANNOTATION)
-            || self.containers_unpathed().any(|c| {
-                c.image.contains("coder/coder") || c.env.iter().any(|e| e.name.starts_with("CODER_"))
-            })
+            || self
+                .containers_unpathed()
+                .any(|c| c.image.contains("coder/coder") || c.env.iter().any(|e| e.name.starts_with("CODER_")))
     }
 }
 

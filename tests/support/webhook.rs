@@ -19,6 +19,9 @@
 //! other test of the binary holds [`Serving`] (the handle every other test keeps), stops the
 //! process, and restarts it when the returned [`Outage`] is dropped, also on panic.
 //!
+//! Benchmarks start a second process beside it with [`CoderGuard::start_no_op`]
+//! (`--no-op-policy`: allows every review without evaluating), registered by the caller.
+//!
 //! Log: `target/e2e-logs/<test-binary>/coder-guard.log` (restarts append to it).
 
 use std::fs;
@@ -72,6 +75,8 @@ pub struct CoderGuard {
     admin_port: u16,
     /// Namespace of the object the readiness probe applies.
     probe_namespace: String,
+    /// Started with `--no-op-policy` (see [`Self::start_no_op`]).
+    no_op: bool,
     /// The running watchdog; `None` during an outage.
     watchdog: Mutex<Option<Child>>,
 }
@@ -242,10 +247,50 @@ impl CoderGuard {
                 return Err(format!("cannot create the probe's prerequisites: {}", text(&out.stderr)));
             }
         }
-        let guard = CoderGuard { api, dir, log, webhook_port, admin_port, probe_namespace, watchdog: Mutex::new(None) };
+        let guard = CoderGuard {
+            api,
+            dir,
+            log,
+            webhook_port,
+            admin_port,
+            probe_namespace,
+            no_op: false,
+            watchdog: Mutex::new(None),
+        };
         guard.spawn()?;
         guard.register()?;
         guard.wait_effective()?;
+        Ok(guard)
+    }
+
+    /// A second `coder-guard serve` beside this one with `--no-op-policy` (every review allowed
+    /// without evaluating), for benchmarks: the same API server, flags and serving certificate
+    /// (so the same `caBundle`), its own ports, directory and log (`coder-guard-no-op.log`),
+    /// always `--no-reconcile`. Returned once `/readyz` answers; registered nowhere. Dropping it
+    /// closes its watchdog's pipe, which stops it and removes its directory.
+    pub fn start_no_op(&self) -> Result<CoderGuard, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("coder-guard-e2e-no-op-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temp dir: {e}"))?
+            .keep();
+        for file in ["tls.crt", "tls.key", "ca.crt"] {
+            fs::copy(self.dir.join(file), dir.join(file)).map_err(|e| format!("cannot copy {file}: {e}"))?;
+        }
+        let [webhook_port, admin_port] = free_ports()?;
+        let log = self.api.log_dir().join("coder-guard-no-op.log");
+        fs::write(&log, "").map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let guard = CoderGuard {
+            api: self.api,
+            dir,
+            log,
+            webhook_port,
+            admin_port,
+            probe_namespace: self.probe_namespace.clone(),
+            no_op: true,
+            watchdog: Mutex::new(None),
+        };
+        guard.spawn()?;
         Ok(guard)
     }
 
@@ -274,7 +319,8 @@ impl CoderGuard {
             .arg(format!("--listen=127.0.0.1:{}", self.webhook_port))
             .arg(format!("--admin-listen=127.0.0.1:{}", self.admin_port))
             .args(["--shutdown-delay=0s", "--drain-timeout=2s"])
-            .args((!RECONCILE.get().copied().unwrap_or(false)).then_some("--no-reconcile"))
+            .args((self.no_op || !RECONCILE.get().copied().unwrap_or(false)).then_some("--no-reconcile"))
+            .args(self.no_op.then_some("--no-op-policy"))
             .env("KUBECONFIG", self.api.kubeconfig())
             .env("POD_NAMESPACE", OWN_NAMESPACE)
             .env_remove("CODER_GUARD_CONFIG")
