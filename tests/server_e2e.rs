@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,10 +25,6 @@ impl Drop for Serve {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn example(name: &str, namespace: &str) -> Value {
@@ -54,7 +50,7 @@ fn ready(admin: SocketAddr) -> bool {
 fn self_signed_serve_is_called_by_the_api_server() {
     let Some(api) = ApiServer::shared_or_skip() else { return };
     let ns = api.namespace("serve-e2e");
-    let (port, admin_port) = (free_port(), free_port());
+    let [port, admin_port] = support::free_ports::<2>().unwrap();
     let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
 
     // The webhook configurations, without a caBundle: the leader fills it in.
