@@ -187,7 +187,7 @@ fn watch_plan(namespaces: Option<Vec<String>>) -> Vec<(Kind, Option<String>)> {
 async fn run_watch(api: Api<DynamicObject>, mut feed: Feed, shared: Arc<Shared>, slot: usize) {
     let kind = feed.kind();
     let scope = feed.namespace().unwrap_or("*").to_owned();
-    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut events = watcher(api, super::watch_config()).default_backoff().boxed();
     let mut not_served_logged = false;
     while let Some(event) = events.next().await {
         match event {

@@ -107,6 +107,17 @@ fn plural(kind: Kind) -> &'static str {
     }
 }
 
+/// Objects per page of a watch's initial list and relists. kube-runtime's default, 500, decodes
+/// 500 whole Secrets at once: transient heap the allocator keeps as RSS afterwards. With 10,000
+/// Secrets and 1,000 Coder objects a fresh start ended at 40–47 MiB RSS with 500 and 31 MiB
+/// with 100, for about 110 list requests instead of 25 (`cargo bench --bench memory`).
+pub const LIST_PAGE_SIZE: u32 = 100;
+
+/// The watcher configuration of every watch coder-guard runs.
+pub fn watch_config() -> kube::runtime::watcher::Config {
+    kube::runtime::watcher::Config::default().page_size(LIST_PAGE_SIZE)
+}
+
 /// `kind` as a dynamic resource.
 pub fn api_resource(kind: Kind) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(kind.group(), version(kind), kind.name()), plural(kind))

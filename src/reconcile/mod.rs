@@ -36,7 +36,6 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use tracing::{debug, warn};
 
 pub use context::{Config, Context};
@@ -138,14 +137,15 @@ async fn drive<K: Dependencies>(
 ) {
     let kube = ctx.kube.clone();
     let scope = scope.as_deref();
-    let mut controller = Controller::new(scoped::<K>(&kube, scope), watcher::Config::default())
+    let mut controller = Controller::new(scoped::<K>(&kube, scope), crate::cluster::watch_config())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency));
     let store = controller.store();
     if K::SECRETS {
-        // Metadata only: a Secret's data never reaches this watch.
+        // Metadata only: no `data`. (kubectl's last-applied annotation can repeat values; nothing
+        // here keeps or logs annotations.)
         let secrets = scoped::<PartialObjectMeta<KubeSecret>>(&kube, scope);
         let by_secret = store.clone();
-        controller = controller.watches(secrets, watcher::Config::default(), move |secret| {
+        controller = controller.watches(secrets, crate::cluster::watch_config(), move |secret| {
             let (namespace, name) = (secret.namespace(), secret.name_any());
             by_secret
                 .state()
@@ -158,7 +158,7 @@ async fn drive<K: Dependencies>(
     if K::DEPENDS_ON_INSTANCE {
         let by_instance = store;
         controller =
-            controller.watches(scoped::<CoderInstance>(&kube, scope), watcher::Config::default(), move |instance| {
+            controller.watches(scoped::<CoderInstance>(&kube, scope), crate::cluster::watch_config(), move |instance| {
                 let (namespace, name) = (instance.namespace(), instance.name_any());
                 by_instance
                     .state()

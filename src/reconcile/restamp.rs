@@ -53,7 +53,7 @@ pub(super) async fn run(ctx: Arc<Context>, scope: Option<String>, shutdown: impl
     let work = async {
         // `Api<PartialObjectMeta<_>>` makes metadata-only requests: no Secret data reaches this watch.
         let secrets =
-            watcher(super::scoped::<PartialObjectMeta<KubeSecret>>(&ctx.kube, scope), watcher::Config::default());
+            watcher(super::scoped::<PartialObjectMeta<KubeSecret>>(&ctx.kube, scope), crate::cluster::watch_config());
         let mut events = pin!(secrets.default_backoff().ready_chunks(256));
         let mut watching = true;
         let start = tokio::time::Instant::now() + ctx.config.resync;
