@@ -157,8 +157,10 @@ async fn drive<K: Dependencies>(
     }
     if K::DEPENDS_ON_INSTANCE {
         let by_instance = store;
-        controller =
-            controller.watches(scoped::<CoderInstance>(&kube, scope), crate::cluster::watch_config(), move |instance| {
+        controller = controller.watches(
+            scoped::<CoderInstance>(&kube, scope),
+            crate::cluster::watch_config(),
+            move |instance| {
                 let (namespace, name) = (instance.namespace(), instance.name_any());
                 by_instance
                     .state()
@@ -166,7 +168,8 @@ async fn drive<K: Dependencies>(
                     .filter(|o| o.namespace() == namespace && o.instance_name() == Some(name.as_str()))
                     .map(|o| ObjectRef::from_obj(&*o))
                     .collect::<Vec<_>>()
-            });
+            },
+        );
     }
     let timed = move |object: Arc<K>, ctx: Arc<Context>| {
         let started = std::time::Instant::now();
