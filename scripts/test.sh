@@ -55,3 +55,7 @@ go_tool helm HELM_TEST_ASSETS "chart tests (tests/helm_chart.rs)"
 step "cargo test"
 # Plain `cargo test`: benches have `test = false`, which `--all-targets` would override.
 cargo test --locked --no-fail-fast
+
+step "fuzz smoke (scripts/fuzz.sh smoke)"
+# Every fuzz target for 45 s from its seeds (docs/fuzzing.md); a crash, hang or OOM fails.
+bash scripts/fuzz.sh smoke

@@ -2,13 +2,20 @@
 //!
 //! Scalars resolve as Kubernetes' YAML reader does (YAML 1.1 booleans such as `yes`/`on`,
 //! leading-zero octals); quoted scalars are always strings. Duplicate keys are errors, as in
-//! `kubectl`. Line numbers are 1-based. Parsing keeps no position table: `locate` re-reads one
-//! document when a finding needs its line, which keeps the common (clean) path cheap.
+//! `kubectl`, and so are nesting deeper than `MAX_DEPTH` and aliases that copy more than
+//! `MAX_ALIAS_NODES` nodes (hostile input must not exhaust the stack or memory). Line numbers are
+//! 1-based and count LF, CRLF and a lone CR as line breaks, as the scanner does. Parsing keeps
+//! no position table: `locate` (in `locate.rs`) re-reads a document when findings need their
+//! lines, which keeps the common (clean) path cheap.
+
+use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span, Tag};
 use serde_json::{Map, Number, Value};
 
-use crate::policy::path::Segment;
+mod locate;
+
+pub use locate::{locate, locate_all};
 
 /// One document of a YAML stream.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,15 +45,39 @@ pub fn parse_documents(text: &str) -> (Vec<Document>, Option<YamlError>) {
         let (event, span) = match parser.next_event() {
             None => break,
             Some(Ok(e)) => e,
-            Some(Err(e)) => return (docs, Some(scan_error(&e))),
+            Some(Err(e)) => return (docs, Some(within(scan_error(&e), text))),
         };
         match builder.event(event, span) {
             Ok(Some(doc)) => docs.push(doc),
             Ok(None) => {}
-            Err(e) => return (docs, Some(e)),
+            Err(e) => return (docs, Some(within(e, text))),
         }
     }
     (docs, None)
+}
+
+/// `e` with its line on the text's last line at most: at the end of a text that does not end
+/// in a newline, the scanner counts one line more than there is.
+fn within(mut e: YamlError, text: &str) -> YamlError {
+    e.line = e.line.min(line_count(text));
+    e
+}
+
+/// The number of lines of `text` as YAML counts them (an empty text has one).
+fn line_count(text: &str) -> usize {
+    let breaks = line_starts(text).count();
+    if line_starts(text).last() == Some(text.len()) { breaks.max(1) } else { breaks + 1 }
+}
+
+/// Where each line after the first starts. Line breaks are LF, CRLF and a lone CR, as the YAML
+/// scanner counts them.
+fn line_starts(text: &str) -> impl Iterator<Item = usize> + '_ {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().filter_map(move |(i, b)| match b {
+        b'\n' => Some(i + 1),
+        b'\r' if bytes.get(i + 1) != Some(&b'\n') => Some(i + 1),
+        _ => None,
+    })
 }
 
 /// Parses a text that must hold exactly one document (config files).
@@ -65,32 +96,26 @@ pub fn parse_single(text: &str) -> Result<Document, YamlError> {
     }
 }
 
-/// The line of the node at `path` in the document starting at `doc_line`. When the path does
-/// not exist, the line of its deepest existing ancestor; the document's line at worst.
-pub fn locate(text: &str, doc_line: usize, path: &[Segment]) -> usize {
-    let offset = line_offset(text, doc_line);
-    let mut finder = Finder { target: path, stack: Vec::new(), best: (0, 1) };
-    let mut parser = Parser::new_from_str(&text[offset..]);
-    while let Some(Ok((event, span))) = parser.next_event() {
-        if finder.event(&event, span) {
-            break;
-        }
-    }
-    doc_line + finder.best.1 - 1
-}
-
-fn line_offset(text: &str, line: usize) -> usize {
-    if line <= 1 {
-        return 0;
-    }
-    text.match_indices('\n').nth(line - 2).map_or(text.len(), |(i, _)| i + 1)
-}
-
 fn scan_error(e: &ScanError) -> YamlError {
     YamlError { line: e.marker().line(), message: e.info().to_owned() }
 }
 
 // === impl Builder ===
+
+/// Deepest nesting accepted: as deep as the webhook's JSON parser goes (serde_json's 128), far
+/// beyond any Kubernetes object, and shallow enough for code that walks values recursively
+/// (dropping a `Value` does) to stay within a thread's stack.
+pub const MAX_DEPTH: usize = 128;
+/// Most nodes that aliases may copy into one document: a few lines of nested aliases
+/// otherwise expand to gigabytes ("billion laughs").
+pub const MAX_ALIAS_NODES: usize = 100_000;
+
+/// The extent of a value: its nodes and its nesting depth (0 for a scalar).
+#[derive(Clone, Copy, Default)]
+struct Size {
+    nodes: usize,
+    depth: usize,
+}
 
 enum Frame {
     Seq(Vec<Value>, usize),
@@ -101,7 +126,12 @@ enum Frame {
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
-    anchors: Vec<(usize, Value)>,
+    /// The size of the children of each open collection so far.
+    sizes: Vec<Size>,
+    /// Anchored values by anchor id; a redefined anchor replaces the earlier one.
+    anchors: HashMap<usize, (Value, Size)>,
+    /// Nodes copied by aliases in the current document.
+    alias_nodes: usize,
     doc_line: usize,
     root: Option<Value>,
 }
@@ -114,16 +144,18 @@ impl Builder {
                 self.doc_line = line;
                 self.root = None;
                 self.anchors.clear();
+                self.alias_nodes = 0;
             }
             Event::DocumentEnd => {
                 let value = self.root.take().unwrap_or(Value::Null);
                 return Ok(Some(Document { value, line: self.doc_line }));
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(Vec::new(), anchor)),
-            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map(Map::new(), None, Map::new(), anchor)),
+            Event::SequenceStart(anchor, _) => self.open(Frame::Seq(Vec::new(), anchor), line)?,
+            Event::MappingStart(anchor, _) => self.open(Frame::Map(Map::new(), None, Map::new(), anchor), line)?,
             Event::SequenceEnd => {
                 if let Some(Frame::Seq(items, anchor)) = self.stack.pop() {
-                    self.value(Value::Array(items), anchor, line)?;
+                    let size = self.close();
+                    self.value(Value::Array(items), size, anchor, line)?;
                 }
             }
             Event::MappingEnd => {
@@ -131,31 +163,62 @@ impl Builder {
                     for (k, v) in merged {
                         map.entry(k).or_insert(v);
                     }
-                    self.value(Value::Object(map), anchor, line)?;
+                    let size = self.close();
+                    self.value(Value::Object(map), size, anchor, line)?;
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
                 let value = resolve_scalar(&text, style, tag.as_deref());
-                self.value(value, anchor, line)?;
+                self.value(value, Size { nodes: 1, depth: 0 }, anchor, line)?;
             }
             Event::Alias(id) => {
-                let value = self
+                let (value, size) = self
                     .anchors
-                    .iter()
-                    .rev()
-                    .find(|(a, _)| *a == id)
-                    .map(|(_, v)| v.clone())
+                    .get(&id)
                     .ok_or_else(|| YamlError { line, message: "alias to an unknown anchor".into() })?;
-                self.value(value, 0, line)?;
+                let size = *size;
+                self.alias_nodes += size.nodes;
+                if self.alias_nodes > MAX_ALIAS_NODES {
+                    return Err(YamlError {
+                        line,
+                        message: format!(
+                            "aliases copy more than {MAX_ALIAS_NODES} nodes into this document; write the values out instead"
+                        ),
+                    });
+                }
+                if self.stack.len() + size.depth > MAX_DEPTH {
+                    return Err(too_deep(line));
+                }
+                let value = value.clone();
+                self.value(value, size, 0, line)?;
             }
             Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
         }
         Ok(None)
     }
 
-    fn value(&mut self, value: Value, anchor: usize, line: usize) -> Result<(), YamlError> {
+    fn open(&mut self, frame: Frame, line: usize) -> Result<(), YamlError> {
+        if self.stack.len() == MAX_DEPTH {
+            return Err(too_deep(line));
+        }
+        self.stack.push(frame);
+        self.sizes.push(Size::default());
+        Ok(())
+    }
+
+    /// The size of the collection just popped from `stack`.
+    fn close(&mut self) -> Size {
+        let children = self.sizes.pop().unwrap_or_default();
+        Size { nodes: children.nodes + 1, depth: children.depth + 1 }
+    }
+
+    fn value(&mut self, value: Value, size: Size, anchor: usize, line: usize) -> Result<(), YamlError> {
         if anchor != 0 {
-            self.anchors.push((anchor, value.clone()));
+            self.anchors.insert(anchor, (value.clone(), size));
+        }
+        if let Some(parent) = self.sizes.last_mut() {
+            parent.nodes += size.nodes;
+            parent.depth = parent.depth.max(size.depth);
         }
         match self.stack.last_mut() {
             None => self.root = Some(value),
@@ -175,6 +238,13 @@ impl Builder {
             },
         }
         Ok(())
+    }
+}
+
+fn too_deep(line: usize) -> YamlError {
+    YamlError {
+        line,
+        message: format!("the YAML nests deeper than {MAX_DEPTH} levels; no Kubernetes object is this deep"),
     }
 }
 
@@ -276,100 +346,11 @@ fn parse_float(s: &str) -> Option<Value> {
     Number::from_f64(f).map(Value::Number)
 }
 
-// === impl Finder ===
-
-/// Walks one document's events to the node at `target`, remembering the deepest match.
-struct Finder<'p> {
-    target: &'p [Segment],
-    /// Open collections, outermost first.
-    stack: Vec<Level>,
-    /// (depth matched, line).
-    best: (usize, usize),
-}
-
-struct Level {
-    is_map: bool,
-    index: usize,
-    key: Option<String>,
-    /// True while every segment above this collection matched the target.
-    on_path: bool,
-}
-
-impl Finder<'_> {
-    /// Returns true once the document is finished.
-    fn event(&mut self, event: &Event<'_>, span: Span) -> bool {
-        let line = span.start.line();
-        match event {
-            Event::DocumentEnd => return true,
-            Event::MappingStart(..) | Event::SequenceStart(..) => {
-                let on_path = self.node_on_path(line);
-                let is_map = matches!(event, Event::MappingStart(..));
-                self.stack.push(Level { is_map, index: 0, key: None, on_path });
-            }
-            Event::MappingEnd | Event::SequenceEnd => {
-                self.stack.pop();
-                self.advance();
-            }
-            Event::Scalar(text, ..) => {
-                let is_key = self.stack.last().is_some_and(|l| l.is_map && l.key.is_none());
-                if is_key {
-                    if let Some(level) = self.stack.last_mut() {
-                        level.key = Some(text.to_string());
-                    }
-                    // A key's line is where a finding about its value should point.
-                    self.node_on_path(line);
-                } else {
-                    self.node_on_path(line);
-                    self.advance();
-                }
-            }
-            Event::Alias(_) => {
-                self.node_on_path(line);
-                self.advance();
-            }
-            _ => {}
-        }
-        false
-    }
-
-    /// Whether the node starting now sits on the target path; records its line if so.
-    fn node_on_path(&mut self, line: usize) -> bool {
-        let depth = self.stack.len();
-        let Some(level) = self.stack.last() else {
-            self.best = (0, line);
-            return true;
-        };
-        if !level.on_path || depth > self.target.len() {
-            return false;
-        }
-        let matches = match (&self.target[depth - 1], level.is_map) {
-            (Segment::Key(k), true) => level.key.as_deref() == Some(k.as_ref()),
-            (Segment::Index(i), false) => level.index == *i,
-            _ => false,
-        };
-        if matches && depth > self.best.0 {
-            self.best = (depth, line);
-        }
-        matches
-    }
-
-    fn advance(&mut self) {
-        if let Some(level) = self.stack.last_mut() {
-            if level.is_map {
-                level.key = None;
-            } else {
-                level.index += 1;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::policy::path::FieldPath;
 
     #[test]
     fn parses_multi_document_streams_with_start_lines() {
@@ -414,23 +395,66 @@ mod tests {
     }
 
     #[test]
+    fn errors_at_the_end_point_at_the_last_line() {
+        // Found by fuzzing (fuzz/regressions/): without a final newline the scanner reported
+        // the line after the last one.
+        for (text, line) in [("a: b\nad", 2), ("rules:\n  x: off\nnop", 3), ("a: b\nad\n", 2)] {
+            let (_, err) = parse_documents(text);
+            assert_eq!(err.map(|e| e.line), Some(line), "{text:?}");
+        }
+        let (_, err) = parse_documents("a: 'x");
+        assert_eq!(err.map(|e| e.line), Some(1));
+        // A lone CR breaks lines as LF and CRLF do (fuzz/regressions/rule_config/).
+        for text in ["a: b\rc: d\re: [", "a: b\r\nc: d\r\ne: [", "a: b\nc: d\ne: [\n"] {
+            assert_eq!((parse_documents(text).1.map(|e| e.line), line_count(text)), (Some(3), 3), "{text:?}");
+        }
+        assert_eq!(
+            [line_count(""), line_count("a"), line_count("\n"), line_count("a\n\n"), line_count("a\r\rb")],
+            [1, 1, 1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        // Deeper values overflowed the stack when dropped (fuzz/regressions/check_yaml/).
+        let deep = |n: usize| format!("{}x\n", "- ".repeat(n));
+        let (docs, err) = parse_documents(&deep(MAX_DEPTH));
+        assert_eq!((docs.len(), err), (1, None));
+        for n in [MAX_DEPTH + 1, 20_000] {
+            let (_, err) = parse_documents(&deep(n));
+            assert!(err.is_some_and(|e| e.line == 1 && e.message.contains("deeper than 128")), "depth {n}");
+        }
+        // An alias counts with the depth it lands at.
+        let flow = |n: usize, inner: &str| format!("{}{inner}{}", "[".repeat(n), "]".repeat(n));
+        let text = format!("a: &a {}\nb: {}\n", flow(100, "x"), flow(27, "*a"));
+        assert_eq!(parse_documents(&text).1, None);
+        let text = format!("a: &a {}\nb: {}\n", flow(100, "x"), flow(28, "*a"));
+        assert_eq!(parse_documents(&text).1.map(|e| e.line), Some(2));
+    }
+
+    #[test]
+    fn alias_expansion_is_bounded() {
+        // Ten levels of ten aliases: 10^9 nodes from 450 bytes (fuzz/regressions/*/alias-bomb).
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let aliases = vec![format!("*a{}", i - 1); 10].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{aliases}]\n"));
+        }
+        let (_, err) = parse_documents(&text);
+        let err = err.expect("the expansion is refused");
+        assert_eq!(err.line, 5, "{err}");
+        assert!(err.message.contains("aliases copy more than"), "{err}");
+        // Each document has its own budget, and a redefined anchor replaces the earlier one.
+        let (docs, err) = parse_documents("a: &x 1\nb: &x 2\nc: *x\n---\nd: &x [3]\ne: *x\n");
+        assert_eq!(err, None);
+        assert_eq!(docs[0].value, json!({"a": 1, "b": 2, "c": 2}));
+        assert_eq!(docs[1].value, json!({"d": [3], "e": [3]}));
+    }
+
+    #[test]
     fn json_is_accepted() {
         let (docs, err) = parse_documents("{\"apiVersion\": \"v1\", \"items\": [1, {\"a\": null}]}");
         assert_eq!(err, None);
         assert_eq!(docs[0].value, json!({"apiVersion": "v1", "items": [1, {"a": null}]}));
-    }
-
-    #[test]
-    fn locate_points_at_keys_and_falls_back_to_ancestors() {
-        let text = "kind: A\n---\nkind: B\nspec:\n  env:\n  - name: X\n    value: a\n  - name: Y\n    value: b\n";
-        let (docs, _) = parse_documents(text);
-        let at = |p: FieldPath| locate(text, docs[1].line, p.segments());
-        assert_eq!(at(FieldPath::parse("spec.env").index(1).key("value")), 9);
-        assert_eq!(at(FieldPath::parse("spec.env").index(0).key("name")), 6);
-        assert_eq!(at(FieldPath::parse("spec")), 4);
-        // Missing leaf: the nearest existing ancestor.
-        assert_eq!(at(FieldPath::parse("spec.env").index(1).key("valueFrom")), 8);
-        assert_eq!(at(FieldPath::parse("spec.missing.deeper")), 4);
-        assert_eq!(at(FieldPath::parse("kind")), 3);
     }
 }

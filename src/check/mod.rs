@@ -7,4 +7,4 @@ pub mod report;
 pub mod run;
 
 pub use model::CheckReport;
-pub use run::{AssumedSecret, CheckInput, run};
+pub use run::{AssumedSecret, CheckInput, run, run_text};

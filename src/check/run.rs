@@ -96,6 +96,24 @@ pub fn run(engine: &Engine, input: &CheckInput) -> CheckReport {
     report
 }
 
+/// `check` over one text already in memory, as `check -` reads stdin: both passes over that
+/// text alone, with no file or git access and no threads. Used by the fuzz target and its
+/// regression test.
+pub fn run_text(engine: &Engine, text: &str, namespace: &str) -> CheckReport {
+    let source = Source { display: "-".into(), origin: input::Origin::Stdin };
+    let index = index_source(&source, text, namespace);
+    let file = check_source(engine, &index, &HashMap::new(), &source, text, namespace);
+    let mut errors = file.errors;
+    errors.sort();
+    CheckReport {
+        items: file.items,
+        errors,
+        objects_checked: file.objects_checked,
+        documents: file.documents,
+        files: 1,
+    }
+}
+
 /// What pass 2 found in one file.
 #[derive(Default)]
 struct FileReport {
@@ -134,6 +152,8 @@ fn check_source(
             report.errors.push(InputError { file: source.display.clone(), line: Some(doc.line), message: e });
             continue;
         }
+        // The document's findings with their paths, located together in one read of it.
+        let mut found = Vec::new();
         for obj in objects {
             let Some(kind) = Kind::of(obj.value) else { continue };
             if kind == Kind::Secret {
@@ -153,10 +173,14 @@ fn check_source(
             for finding in eval.findings {
                 let segments: Vec<Segment> =
                     obj.prefix.segments().iter().chain(finding.path.segments()).cloned().collect();
-                let line = yaml::locate(&text, doc.line, &segments);
-                let location = Location { file: source.display.clone(), line, document: n };
-                report.items.push(Item { location, object: object.clone(), finding });
+                found.push((segments, object.clone(), finding));
             }
+        }
+        let paths: Vec<&[Segment]> = found.iter().map(|(segments, ..)| segments.as_slice()).collect();
+        let lines = yaml::locate_all(&text, doc.line, &paths);
+        for ((_, object, finding), line) in found.into_iter().zip(lines) {
+            let location = Location { file: source.display.clone(), line, document: n };
+            report.items.push(Item { location, object, finding });
         }
     }
     // Within a file, findings read top to bottom; ties keep catalog order.
