@@ -165,10 +165,12 @@ case $cmd in
     [ $# -eq 3 ] || usage
     known_target "$2"
     prepare
+    mkdir -p "$work/artifacts/$2"
     if [ "$cmd" = repro ]; then
-      cargo_fuzz run --target-dir "$build_dir" "$2" "$3"
+      cargo_fuzz run --target-dir "$build_dir" "$2" "$3" -- -artifact_prefix="$work/artifacts/$2/"
     else
-      cargo_fuzz tmin --target-dir "$build_dir" "$2" "$3"
+      # The smallest input that still fails goes to target/fuzz/artifacts/TARGET/minimized-from-*.
+      cargo_fuzz tmin --target-dir "$build_dir" "$2" "$3" -- -artifact_prefix="$work/artifacts/$2/"
     fi
     ;;
   seeds)
