@@ -39,6 +39,8 @@ mod fake_coderd;
 mod objects;
 #[path = "memory/probe.rs"]
 mod probe;
+#[path = "procfs/mod.rs"]
+mod procfs;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -356,14 +358,7 @@ impl Server {
 
     /// `VmRSS`, `VmHWM` and `RssAnon` (heap and stacks, without the mapped binary) in KiB.
     fn memory(&self) -> Memory {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-                .unwrap_or(0)
-        };
+        let field = |name| procfs::status_kib(self.pid, name);
         Memory { rss: field("VmRSS:"), peak: field("VmHWM:"), anon: field("RssAnon:") }
     }
 

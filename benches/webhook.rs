@@ -27,6 +27,9 @@
 //! Every step is bounded by a request count and a time limit. No assertions: numbers only.
 //! Linux only (reads /proc; pins with `taskset`).
 
+#[path = "procfs/mod.rs"]
+mod procfs;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
@@ -590,15 +593,8 @@ impl Server {
 
     /// `VmRSS` and `VmHWM` in KiB.
     fn rss(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        let pid = self.child.id();
+        (procfs::status_kib(pid, "VmRSS:"), procfs::status_kib(pid, "VmHWM:"))
     }
 }
 
