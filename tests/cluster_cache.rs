@@ -82,6 +82,7 @@ fn the_cache_follows_creates_and_deletes() {
         matches!(cache.lookup().object(Kind::CoderInstance, &ns, "main"), Found::Present(_))
     });
     let Found::Present(main) = cache.lookup().object(Kind::CoderInstance, &ns, "main") else { unreachable!() };
+    let main: serde_json::Value = serde_json::from_str(&main).expect("stored as JSON text");
     assert_eq!(main["spec"]["url"], "https://coder.example.com");
 
     // Objects in other namespaces are not watched.

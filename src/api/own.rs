@@ -12,7 +12,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{LocalObjectRef, SecretKeyRef};
+use super::common::{LocalObjectRef, SecretKeyRef, null_default};
 
 /// API group of coder-guard's kinds.
 pub const GROUP: &str = "coderd.coder.com";
@@ -471,10 +471,53 @@ impl CoderProvisionerKey {
 
     /// The Secret the key is written into.
     pub fn secret_name(&self) -> String {
-        match self.spec.secret_name.as_deref() {
-            Some(n) if !n.is_empty() => n.to_owned(),
-            _ => format!("{}-provisioner-key", self.metadata.name.as_deref().unwrap_or_default()),
-        }
+        key_secret_name(self.metadata.name.as_deref().unwrap_or_default(), self.spec.secret_name.as_deref())
+    }
+}
+
+/// The Secret a `CoderProvisionerKey` named `name` writes its key into.
+fn key_secret_name(name: &str, secret_name: Option<&str>) -> String {
+    match secret_name {
+        Some(n) if !n.is_empty() => n.to_owned(),
+        _ => format!("{name}-provisioner-key"),
+    }
+}
+
+/// Where a `CoderProvisionerKey` writes its key, and nothing else of it: the mutating webhook
+/// decodes this on every review, and the whole resource (`ObjectMeta` above all) costs several
+/// times more to decode.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct KeySecretRef {
+    #[serde(default, deserialize_with = "null_default")]
+    metadata: KeyName,
+    #[serde(default, deserialize_with = "null_default")]
+    spec: KeySecretSpec,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct KeyName {
+    #[serde(default, deserialize_with = "null_default")]
+    name: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeySecretSpec {
+    #[serde(default)]
+    secret_name: Option<String>,
+    #[serde(default)]
+    secret_key: Option<String>,
+}
+
+impl KeySecretRef {
+    /// The Secret the key is written into.
+    pub fn secret_name(&self) -> String {
+        key_secret_name(&self.metadata.name, self.spec.secret_name.as_deref())
+    }
+
+    /// The data key inside that Secret.
+    pub fn secret_key(&self) -> &str {
+        self.spec.secret_key.as_deref().filter(|k| !k.is_empty()).unwrap_or(DEFAULT_PROVISIONER_KEY_KEY)
     }
 }
 

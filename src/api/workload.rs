@@ -19,13 +19,14 @@ pub struct Deployment {
 impl Deployment {
     /// Every container, init containers included, with its path.
     pub fn containers(&self) -> impl Iterator<Item = (crate::policy::FieldPath, &Container)> {
-        let spec = crate::fp!("spec", "template", "spec");
-        let init = spec.key("initContainers");
-        let main = spec.key("containers");
-        let main_iter = self.spec.template.spec.containers.iter().enumerate().map(move |(i, c)| (main.index(i), c));
-        let init_iter =
-            self.spec.template.spec.init_containers.iter().enumerate().map(move |(i, c)| (init.index(i), c));
-        main_iter.chain(init_iter)
+        let spec = &self.spec.template.spec;
+        let main = spec
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (crate::fp!("spec", "template", "spec", "containers", i), c));
+        let init = spec.init_containers.iter().enumerate();
+        main.chain(init.map(|(i, c)| (crate::fp!("spec", "template", "spec", "initContainers", i), c)))
     }
 
     /// Containers and init containers, without their paths.
@@ -107,8 +108,9 @@ impl Container {
     /// True when this container runs `coder provisioner start` (or the older
     /// `provisionerd start`), or is configured with a provisioner key.
     pub fn is_provisioner_daemon(&self) -> bool {
-        let words: Vec<&str> = self.command.iter().chain(self.args.iter()).map(String::as_str).collect();
-        let runs_daemon = words.windows(2).any(|w| matches!(w[0], "provisioner" | "provisionerd") && w[1] == "start");
+        let words = || self.command.iter().chain(&self.args).map(String::as_str);
+        let runs_daemon =
+            words().zip(words().skip(1)).any(|pair| matches!(pair, ("provisioner" | "provisionerd", "start")));
         runs_daemon || self.env_var(crate::policy::env::PROVISIONER_KEY).is_some()
     }
 }

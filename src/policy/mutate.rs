@@ -21,10 +21,10 @@ use super::kind::Kind;
 use super::lookup::{Found, Lookup, ObjectKey};
 use super::path::FieldPath;
 use super::rules::RuleInfo;
-use super::subject::{Report, decode};
+use super::subject::{Report, decode, decode_str};
 use super::{Evaluation, Operation, Options, Request, severity};
 use crate::api::common::EnvVar;
-use crate::api::own::{CoderProvisionerKey, DEFAULT_PROVISIONER_KEY_KEY};
+use crate::api::own::KeySecretRef;
 use crate::api::workload::{Container, Deployment, PROVISIONER_KEY_ANNOTATION};
 
 /// Injects `CODER_PROVISIONER_DAEMON_KEY` from the Secret of the annotated key.
@@ -163,7 +163,7 @@ impl Context<'_> {
             return Injected::default();
         }
         let key = match self.lookup.object(Kind::CoderProvisionerKey, ns, name) {
-            Found::Present(v) => match decode::<CoderProvisionerKey>(&v) {
+            Found::Present(text) => match decode_str::<KeySecretRef>(&text) {
                 Ok(k) => k,
                 Err(e) => {
                     let msg = format!("CoderProvisionerKey {ns}/{name} cannot be read ({}: {})", e.path, e.message);
@@ -193,10 +193,7 @@ include the CoderProvisionerKey to see the injected env"
                 return Injected::default();
             }
         };
-        let want = SecretKey {
-            name: key.secret_name(),
-            key: key.spec.secret_key.clone().filter(|k| !k.is_empty()).unwrap_or(DEFAULT_PROVISIONER_KEY_KEY.into()),
-        };
+        let want = SecretKey { name: key.secret_name(), key: key.secret_key().to_owned() };
         let containers = &d.spec.template.spec.containers;
         let mut targets: Vec<usize> =
             (0..containers.len()).filter(|&i| containers[i].is_provisioner_daemon()).collect();
@@ -297,9 +294,13 @@ fn group(api_version: &str) -> &str {
 
 // === patch building ===
 
-/// The value at `pointer` in `root`, if any.
+/// The value at `pointer` in `root`, if any (`Value::pointer` allocates for every token).
 fn at<'v>(root: &'v Value, pointer: &PointerBuf) -> Option<&'v Value> {
-    root.pointer(pointer.as_str())
+    pointer.tokens().try_fold(root, |node, token| match node {
+        Value::Object(map) => map.get(token.decoded().as_ref()),
+        Value::Array(list) => list.get(token.decoded().parse::<usize>().ok()?),
+        _ => None,
+    })
 }
 
 fn add(path: PointerBuf, value: Value) -> PatchOperation {

@@ -73,6 +73,15 @@ pub fn decode<T: DeserializeOwned>(value: &Value) -> Result<T, DecodeError> {
     })
 }
 
+/// Decodes compact JSON text (a `Lookup::object` answer) into a view, without building a
+/// `Value` unless it does not fit (then `decode` says where).
+pub fn decode_str<T: DeserializeOwned>(text: &str) -> Result<T, DecodeError> {
+    serde_json::from_str(text).or_else(|_| match serde_json::from_str::<Value>(text) {
+        Ok(value) => decode(&value),
+        Err(e) => Err(DecodeError { path: FieldPath::root(), message: redact(&e) }),
+    })
+}
+
 /// serde's message without the value it quotes (`invalid type: string "…", expected u32`
 /// becomes `the value has the wrong type, expected u32`): the value may be a credential.
 pub fn redact(e: &serde_json::Error) -> String {
@@ -124,7 +133,7 @@ impl Subject<'_> {
 
     fn typed<T: DeserializeOwned>(&self, kind: Kind, name: &str) -> Found<T> {
         match self.lookup.object(kind, self.namespace(), name) {
-            Found::Present(v) => match T::deserialize(&*v) {
+            Found::Present(text) => match serde_json::from_str(&text) {
                 Ok(t) => Found::Present(t),
                 Err(_) => Found::Unknown,
             },
@@ -221,5 +230,27 @@ impl PathSeg for usize {
 impl PathSeg for &FieldPath {
     fn extend(self, path: FieldPath) -> FieldPath {
         self.segments().iter().cloned().fold(path, FieldPath::push)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::own::CoderProvisionerKey;
+
+    #[test]
+    fn decode_str_reads_text_and_says_where_it_does_not_fit() {
+        let good = r#"{"apiVersion":"coderd.coder.com/v1alpha1","kind":"CoderProvisionerKey",
+            "metadata":{"name":"k","namespace":"ns"},"spec":{"instanceRef":{"name":"i"},"secretName":"s"}}"#;
+        let key: CoderProvisionerKey = decode_str(good).unwrap();
+        assert_eq!(key.secret_name(), "s");
+
+        let bad = good.replace(r#""secretName":"s""#, r#""secretName":7"#);
+        let e = decode_str::<CoderProvisionerKey>(&bad).unwrap_err();
+        assert_eq!(e.path.to_string(), "spec.secretName");
+        assert!(!e.message.contains('7'), "the value is not quoted: {}", e.message);
+
+        let e = decode_str::<CoderProvisionerKey>("{not json").unwrap_err();
+        assert_eq!(e.path, FieldPath::root());
     }
 }

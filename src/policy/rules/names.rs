@@ -308,55 +308,56 @@ fn daemon_names(s: &Subject<'_>, r: &mut Report) {
     match s.object {
         Object::Provisioner(p) => {
             daemon_env(r, &fp!("spec", "extraEnv"), &p.spec.extra_env);
-            daemon_args(r, words(fp!("spec", "extraArgs"), &p.spec.extra_args).collect());
+            daemon_args(r, words(&fp!("spec", "extraArgs"), &p.spec.extra_args));
         }
         Object::Deployment(d) => {
             for (path, c) in d.containers().filter(|(_, c)| c.is_provisioner_daemon()) {
                 daemon_env(r, &path.key("env"), &c.env);
-                let command = words(path.key("command"), &c.command);
-                daemon_args(r, command.chain(words(path.key("args"), &c.args)).collect());
+                let (command, args) = (path.key("command"), path.key("args"));
+                daemon_args(r, words(&command, &c.command).chain(words(&args, &c.args)));
             }
         }
         _ => {}
     }
 }
 
-/// Each word of a command line with its path.
-fn words(path: FieldPath, list: &[String]) -> impl Iterator<Item = (FieldPath, &str)> {
-    list.iter().enumerate().map(move |(i, w)| (path.index(i), w.as_str()))
+/// Each word of a command line with its list's path and index (the word's path is built only
+/// for a finding).
+fn words<'a>(list: &'a FieldPath, words: &'a [String]) -> impl Iterator<Item = ((&'a FieldPath, usize), &'a str)> {
+    words.iter().enumerate().map(move |(i, w)| ((list, i), w.as_str()))
 }
 
 fn daemon_env(r: &mut Report, path: &FieldPath, env: &[EnvVar]) {
     for (i, e) in env.iter().enumerate().filter(|(_, e)| e.name == DAEMON_NAME) {
         if let Some(v) = &e.value {
-            check_daemon_name(r, fp!(path, i, "value"), v, DAEMON_NAME);
+            check_daemon_name(r, || fp!(path, i, "value"), v, DAEMON_NAME);
         }
     }
 }
 
 /// `--name=X` and `--name X`, up to a `--` that ends the flags.
-fn daemon_args(r: &mut Report, words: Vec<(FieldPath, &str)>) {
-    let mut rest = words.iter().take_while(|(_, w)| *w != "--");
-    while let Some((path, word)) = rest.next() {
+fn daemon_args<'a>(r: &mut Report, words: impl Iterator<Item = ((&'a FieldPath, usize), &'a str)>) {
+    let mut rest = words.take_while(|(_, w)| *w != "--");
+    while let Some(((list, i), word)) = rest.next() {
         if let Some(v) = word.strip_prefix("--name=") {
-            check_daemon_name(r, path.clone(), v, "--name");
-        } else if *word == "--name"
-            && let Some((path, v)) = rest.next()
+            check_daemon_name(r, || list.index(i), v, "--name");
+        } else if word == "--name"
+            && let Some(((list, i), v)) = rest.next()
         {
-            check_daemon_name(r, path.clone(), v, "--name");
+            check_daemon_name(r, || list.index(i), v, "--name");
         }
     }
 }
 
 /// Empty means "use the hostname" to the CLI; `$(VAR)` is expanded by the kubelet.
-fn check_daemon_name(r: &mut Report, path: FieldPath, name: &str, source: &str) {
+fn check_daemon_name(r: &mut Report, path: impl FnOnce() -> FieldPath, name: &str, source: &str) {
     if name.is_empty() || name.contains("$(") {
         return;
     }
     if let Some(why) = daemon_name_valid(name) {
         let fix = "Fix it, or remove it to use the pod's hostname";
         let what = format!("provisioner daemon name {name:?} (from {source})");
-        r.deny(path, format!("{what} {why}; `coder provisioner start` refuses to start. {fix}"));
+        r.deny(path(), format!("{what} {why}; `coder provisioner start` refuses to start. {fix}"));
     }
 }
 

@@ -212,16 +212,17 @@ fn uses_key(c: &Container) -> bool {
 /// Reports each conflicting env var (the entry in force) and each conflicting flag.
 fn conflicts(r: &mut Report, env: (FieldPath, &[EnvVar]), args: &[(FieldPath, &[String])], why: &str) {
     for c in &CONFLICTS {
+        // Built only for a finding: this runs for every provisioner container.
         let refusal =
-            format!("{why}, so `coder provisioner start` refuses to start (\"{}\"); {}", c.daemon_error, c.fix);
+            || format!("{why}, so `coder provisioner start` refuses to start (\"{}\"); {}", c.daemon_error, c.fix);
         if let Some((i, e)) = effective(env.1, c.env)
             && is_set(e)
         {
-            r.deny(fp!(&env.0, i, "name"), format!("{} is set but {refusal}", c.env));
+            r.deny(fp!(&env.0, i, "name"), format!("{} is set but {}", c.env, refusal()));
         }
         for (path, args) in args {
             for i in flag_hits(args, c.flag) {
-                r.deny(path.index(i), format!("the {} flag is given but {refusal}", c.flag.display()));
+                r.deny(path.index(i), format!("the {} flag is given but {}", c.flag.display(), refusal()));
             }
         }
     }
