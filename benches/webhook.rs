@@ -48,9 +48,9 @@ use coder_guard::server::{self, Execution, Limits, LogFormat, Settings};
 use serde_json::{Value, json};
 
 const CONCURRENCY: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
-const MAX_REQUESTS_PER_STEP: usize = 60_000;
+const MAX_REQUESTS_PER_STEP: usize = 120_000;
 const WARM_UP_REQUESTS: usize = 300;
-const ROUNDS: u32 = 8;
+const ROUNDS: u32 = 16;
 const CACHED_SECRETS: usize = 10_000;
 /// Clients during the profile: enough to keep the server's core busy.
 const PROFILE_CONCURRENCY: usize = 8;
