@@ -652,6 +652,27 @@ async fn rate_limit_answers_exactly_n_429s() {
 }
 
 #[tokio::test]
+async fn an_owner_bypasses_the_rate_limit_and_anyone_else_is_answered_428() {
+    let bypass = |api: &Api, path: &str| {
+        let request = api.client.get(format!("{}{path}", api.base)).header("X-Coder-Bypass-Ratelimit", "true");
+        let token = api.token.clone().unwrap();
+        async move { request.header("Coder-Session-Token", token).send().await.unwrap().status().as_u16() }
+    };
+    let owner = fake(Edition::Premium, false);
+    let api = Api::new(&owner);
+    owner.rate_limit(2, 1);
+    assert_eq!(bypass(&api, "/api/v2/users/me").await, 200, "an owner's bypass skips the limit");
+    assert_eq!(api.get("/api/v2/users/me").await.status, 429, "without the header the limit applies");
+
+    let member = FakeCoderd::start(FakeOptions { owner: false, ..FakeOptions::default() });
+    let api = Api::new(&member);
+    assert_eq!(bypass(&api, "/api/v2/users/me").await, 428);
+    assert_eq!(api.get("/api/v2/users/me").await.status, 200);
+    let log = member.requests();
+    assert_eq!(log.iter().map(|l| (l.status, l.bypass_ratelimit)).collect::<Vec<_>>(), [(428, true), (200, false)]);
+}
+
+#[tokio::test]
 async fn latency_is_added_and_faults_are_deterministic_per_seed() {
     let slow = fake(Edition::Premium, false);
     slow.set_faults(Faults { latency: Duration::from_millis(150), ..Faults::default() });

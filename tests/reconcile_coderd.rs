@@ -379,7 +379,8 @@ fn a_provisioner_key_is_created_once_and_rotated_only_when_its_secret_is_lost() 
 fn everything_converges_under_faults_without_duplicate_creates() {
     let _turn = turn();
     let Some(api) = ApiServer::shared_or_skip() else { return };
-    let coderd = FakeCoderd::start(FakeOptions { seed: 7, ..FakeOptions::default() });
+    // Not an owner: the bypass is refused (428) and the injected 429 bursts reach the loop.
+    let coderd = FakeCoderd::start(FakeOptions { seed: 7, owner: false, ..FakeOptions::default() });
     coderd.set_faults(Faults { error_rate: 0.2, reset_rate: 0.05, exempt_healthz: false, ..Faults::default() });
     coderd.rate_limit(10, 1);
     let ns = api.namespace("reconcile-faults");

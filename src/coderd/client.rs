@@ -3,6 +3,8 @@
 //! lost answer may hide an applied create. Longer back-off and `Retry-After` are the reconcile
 //! loop's (it requeues instead of blocking a worker).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use reqwest::{Method, Url};
@@ -16,6 +18,10 @@ use super::types::*;
 const TOKEN_HEADER: &str = "Coder-Session-Token";
 /// Header carrying a provisioner key's plaintext.
 const DAEMON_KEY_HEADER: &str = "Coder-Provisioner-Daemon-Key";
+/// Header asking coderd to skip its API rate limit (512 requests a minute per user by
+/// default); only owners may send it, anyone else is answered 428 without the request being
+/// handled.
+const BYPASS_RATELIMIT_HEADER: &str = "X-Coder-Bypass-Ratelimit";
 /// Connect timeout; the whole request is bounded by the client's timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts of an idempotent call.
@@ -29,6 +35,19 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     token: Secret,
+    bypass_ratelimit: Bypass,
+}
+
+/// Whether API calls still ask coderd to bypass its rate limit: until coderd answers 428 (the
+/// token's user is not an owner). Shared by clones, and by the clients of one coderd and token
+/// that are given the same one ([`Client::sharing_bypass`]), so a refusal is remembered.
+#[derive(Clone, Debug)]
+pub struct Bypass(Arc<AtomicBool>);
+
+impl Default for Bypass {
+    fn default() -> Self {
+        Bypass(Arc::new(AtomicBool::new(true)))
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -42,7 +61,7 @@ impl Client {
     /// the bundled Mozilla roots are.
     pub fn new(url: &str, token: Secret, ca_pem: Option<&[u8]>, timeout: Duration) -> Result<Self, Error> {
         let base = base_url(url)?;
-        Ok(Client { http: Client::http(url, ca_pem, timeout)?, base, token })
+        Ok(Client { http: Client::http(url, ca_pem, timeout)?, base, token, bypass_ratelimit: Bypass::default() })
     }
 
     /// The HTTP client [`Client::new`] builds for coderd at `url` (trusting `ca_pem` only, when
@@ -66,7 +85,14 @@ impl Client {
 
     /// A client for coderd at `url` that sends `token` over `http` (from [`Client::http`]).
     pub fn with_http(http: reqwest::Client, url: &str, token: Secret) -> Result<Self, Error> {
-        Ok(Client { http, base: base_url(url)?, token })
+        Ok(Client { http, base: base_url(url)?, token, bypass_ratelimit: Bypass::default() })
+    }
+
+    /// This client, remembering in `bypass` whether coderd refused the rate-limit bypass.
+    #[must_use]
+    pub fn sharing_bypass(mut self, bypass: &Bypass) -> Self {
+        self.bypass_ratelimit = bypass.clone();
+        self
     }
 
     /// The base URL.
@@ -293,7 +319,17 @@ impl Client {
             if let Some(json) = &json {
                 request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(json.clone());
             }
+            let bypass = self.bypass_ratelimit.0.load(Ordering::Relaxed);
+            if bypass {
+                request = request.header(BYPASS_RATELIMIT_HEADER, "true");
+            }
             match self.execute(request, endpoint(&method, segments), secrets).await {
+                // Refused before the request was handled (so safe to send again, POSTs too).
+                Err(Error::Api(e)) if bypass && e.status == 428 => {
+                    self.bypass_ratelimit.0.store(false, Ordering::Relaxed);
+                    tracing::debug!(url = %self.base, "coderd refused {BYPASS_RATELIMIT_HEADER} (the token's user is not an owner); calling without it, within coderd's API rate limit");
+                    attempt -= 1;
+                }
                 Err(e) if attempt < attempts && retry_at_once(&e) => {
                     tokio::time::sleep(RETRY_PAUSE * attempt).await;
                 }

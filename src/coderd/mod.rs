@@ -10,6 +10,6 @@ mod client;
 mod error;
 pub mod types;
 
-pub use client::Client;
+pub use client::{Bypass, Client};
 pub use error::{ApiError, Class, Error};
 pub use types::Secret;

@@ -62,9 +62,10 @@ pub struct Context {
     pub recorder: Recorder,
     pub config: Config,
     pub metrics: super::Metrics,
-    /// Per `namespace/instance`: the fingerprint of URL and CA and the HTTP client built from
-    /// them. No token: that is read for each reconcile and dropped with it.
-    clients: Mutex<HashMap<String, (String, reqwest::Client)>>,
+    /// Per `namespace/instance`: a salted digest of URL, CA and token, the HTTP client built
+    /// from URL and CA, and whether coderd refused that token the rate-limit bypass. No token:
+    /// that is read for each reconcile and dropped with it.
+    clients: Mutex<HashMap<String, (String, reqwest::Client, coderd::Bypass)>>,
     /// Consecutive failures per object UID, for back-off.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -197,23 +198,31 @@ impl Context {
             None => None,
         };
         let invalid = |e: coderd::Error| Surface::failed(surface, "InvalidSpec", e.to_string(), Wait::Slow);
-        let http = self.http_client(&format!("{namespace}/{name}"), &url, ca.as_ref()).map_err(invalid)?;
-        coderd::Client::with_http(http, &url, token).map_err(invalid)
+        let (http, bypass) =
+            self.http_client(&format!("{namespace}/{name}"), &url, ca.as_ref(), &token).map_err(invalid)?;
+        coderd::Client::with_http(http, &url, token).map(|c| c.sharing_bypass(&bypass)).map_err(invalid)
     }
 
-    /// The cached HTTP client of instance `key` (`namespace/name`) for `url` and `ca`, built anew
-    /// when either changed.
-    fn http_client(&self, key: &str, url: &str, ca: Option<&Secret>) -> Result<reqwest::Client, coderd::Error> {
-        let fingerprint = digest(key, &[url, ca.map(Secret::expose).unwrap_or_default()]);
+    /// The cached HTTP client and rate-limit bypass state of instance `key` (`namespace/name`)
+    /// for `url`, `ca` and `token`, made anew when any of them changed.
+    fn http_client(
+        &self,
+        key: &str,
+        url: &str,
+        ca: Option<&Secret>,
+        token: &Secret,
+    ) -> Result<(reqwest::Client, coderd::Bypass), coderd::Error> {
+        let fingerprint = digest(key, &[url, ca.map(Secret::expose).unwrap_or_default(), token.expose()]);
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((known, http)) = clients.get(key)
+        if let Some((known, http, bypass)) = clients.get(key)
             && *known == fingerprint
         {
-            return Ok(http.clone());
+            return Ok((http.clone(), bypass.clone()));
         }
         let http = coderd::Client::http(url, ca.map(|c| c.expose().as_bytes()), self.config.timeout)?;
-        clients.insert(key.to_owned(), (fingerprint, http.clone()));
-        Ok(http)
+        let bypass = coderd::Bypass::default();
+        clients.insert(key.to_owned(), (fingerprint, http.clone(), bypass.clone()));
+        Ok((http, bypass))
     }
 
     /// URL and token reference from a `CoderControlPlane`'s status.

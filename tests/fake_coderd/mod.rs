@@ -50,6 +50,9 @@ pub struct FakeOptions {
     pub licensed: bool,
     /// `CODER_AI_GATEWAY_ENABLED`: the `aibridge` feature is enabled only if entitled and this is set.
     pub ai_gateway_enabled: bool,
+    /// The token's user is an owner: it may send `X-Coder-Bypass-Ratelimit: true` (and then
+    /// skips the rate limit); anyone else sending it is answered 428.
+    pub owner: bool,
     pub seed: u64,
 }
 
@@ -60,6 +63,7 @@ impl Default for FakeOptions {
             token: "0123456789-abcdefghijklmnopqrstuv".into(),
             licensed: false,
             ai_gateway_enabled: true,
+            owner: true,
             seed: 1,
         }
     }
@@ -76,6 +80,8 @@ pub struct Logged {
     pub status: u16,
     /// The request body, if it parsed as JSON.
     pub body: Option<Value>,
+    /// Whether it carried `X-Coder-Bypass-Ratelimit: true`.
+    pub bypass_ratelimit: bool,
 }
 
 impl Logged {
@@ -146,9 +152,14 @@ impl Inner {
             query: query.to_owned(),
             status: 0,
             body: serde_json::from_slice(&req.body).ok(),
+            bypass_ratelimit: req.bypass_ratelimit,
         };
+        if req.bypass_ratelimit && !self.server.opts.owner {
+            return self.record(logged, false, Some(routes::bypass_refused()));
+        }
+        // An owner's bypass skips the rate limit, as in coderd; other faults still apply.
         if !exempt {
-            if self.rate_limited > 0 {
+            if self.rate_limited > 0 && !req.bypass_ratelimit {
                 self.rate_limited -= 1;
                 return self.record(logged, false, Some(routes::rate_limited(self.retry_after)));
             }
@@ -433,6 +444,7 @@ async fn handle(
         path: parts.uri.path().to_owned(),
         session_token: header("coder-session-token"),
         daemon_key: header("coder-provisioner-daemon-key"),
+        bypass_ratelimit: header("x-coder-bypass-ratelimit").is_some_and(|v| v == "true"),
         body: body.to_vec(),
     };
     let query = parts.uri.query().unwrap_or_default();

@@ -12,6 +12,7 @@ pub(super) struct Req {
     pub path: String,
     pub session_token: Option<String>,
     pub daemon_key: Option<String>,
+    pub bypass_ratelimit: bool,
     pub body: Vec<u8>,
 }
 
@@ -64,6 +65,11 @@ pub(super) fn resource_not_found() -> Resp {
 
 pub(super) fn route_not_found() -> Resp {
     Resp::message(404, "Route not found.")
+}
+
+/// coderd's answer to `X-Coder-Bypass-Ratelimit` from a user who is not an owner.
+pub(super) fn bypass_refused() -> Resp {
+    Resp::message(428, "Bypassing rate limits is only allowed for owners.")
 }
 
 pub(super) fn rate_limited(retry_after: u64) -> Resp {
