@@ -188,7 +188,7 @@ impl App {
                 operation = review.operation().as_str(),
                 dry_run = review.dry_run(),
             );
-            self.answer(hook, budget, deadline, review, permit, inline).instrument(span).await
+            Ok::<_, Rejection>(self.answer(hook, budget, deadline, review, permit, inline).instrument(span).await)
         };
         match answered.await {
             Ok(response) => response,
@@ -236,7 +236,8 @@ impl App {
         Ok((review, permit, inline))
     }
 
-    /// Evaluation (or the no-op allow), the answer, its log line and metrics.
+    /// Evaluation (or the no-op allow), the answer, its log line and metrics. Runs in the
+    /// request's span, so whatever it logs carries the review's identity.
     async fn answer(
         &self,
         hook: Hook,
@@ -245,7 +246,7 @@ impl App {
         review: Review,
         permit: OwnedSemaphorePermit,
         inline: bool,
-    ) -> Result<Response, Rejection> {
+    ) -> Response {
         let started = deadline - budget.answer_by;
         let review = Arc::new(review);
         let (eval, verdict) = if self.policy {
@@ -256,10 +257,12 @@ impl App {
                 }
                 Err(Failed::Late) => (late(hook, budget), "timeout"),
                 Err(Failed::Panicked) => {
-                    return Err(Rejection::new(
+                    self.metrics.reject(hook.as_str(), "500");
+                    error!(status = 500, "evaluation panicked (a bug); answered without a review");
+                    return status_response(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "coder-guard failed while evaluating this request (a bug; please report it)",
-                    ));
+                    );
                 }
             }
         } else {
@@ -270,7 +273,7 @@ impl App {
         let body = admission::respond(&review, hook, &eval);
         let elapsed = started.elapsed();
         self.record(hook, &review, &eval, verdict, elapsed);
-        Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 
     /// Decodes inline or on the blocking pool.
@@ -353,7 +356,6 @@ impl App {
             Ok(Err(join)) => {
                 if join.is_panic() {
                     self.metrics.panics.inc();
-                    error!("evaluation panicked");
                 }
                 Err(Failed::Panicked)
             }

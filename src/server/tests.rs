@@ -142,6 +142,41 @@ async fn a_panic_is_a_500_with_a_json_body_and_counted() {
     }
 }
 
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_panic_on_the_blocking_pool_is_logged_with_the_review_identity() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    // Other tests of this process may have cached "no interest" for these callsites.
+    tracing::callsite::rebuild_interest_cache();
+    let fake = Fake { panic: true, ..Fake::default() };
+    let (app, metrics) = app(Arc::new(fake), Limits { execution: Execution::Blocking, ..Limits::default() });
+    let (status, _) = call(&app, "/validate", bytes(&example("deny-provisioner.json", "uid-of-the-panic"))).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = logs.lines().find(|l| l.contains("evaluation panicked")).unwrap_or_else(|| panic!("{logs}"));
+    assert!(line.contains(r#"uid="uid-of-the-panic""#) && line.contains(r#"webhook="validate""#), "{line}");
+    assert!(!logs.contains("rejected without a review"), "one line, not a second without the uid: {logs}");
+    let rejections = metrics.encode();
+    assert!(rejections.contains(r#"webhook="validate",code="500""#), "{rejections}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::await_holding_lock, reason = "the held lock is the point: it keeps the only slot busy")]
 async fn excess_requests_get_503_quickly() {
