@@ -46,9 +46,8 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use fake_coderd::{FakeCoderd, FakeOptions};
@@ -56,6 +55,7 @@ use kube::api::{Api, DynamicObject, ListParams};
 use objects::Kind;
 use rcgen::ExtendedKeyUsagePurpose;
 use support::apiserver::ApiServer;
+use support::webhook::{OWN_NAMESPACE, serve_command};
 use support::{TestCa, free_ports, text, write_file};
 
 /// Namespaces the fill is spread over (fewer when there are under 50 Coder objects each).
@@ -72,9 +72,6 @@ const STABLE_LIMIT: Duration = Duration::from_secs(60);
 const RECONCILE_LIMIT: Duration = Duration::from_secs(300);
 /// From `stop` to the watchdog's exit.
 const STOP_LIMIT: Duration = Duration::from_secs(30);
-/// coder-guard's namespace (the Lease of run C).
-const OWN_NAMESPACE: &str = "coder-guard";
-
 fn main() {
     let counts: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let secrets = counts.first().copied().unwrap_or(10_000).max(1);
@@ -301,36 +298,14 @@ impl Server {
         let file = std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let file2 = file.try_clone().map_err(|e| e.to_string())?;
         let pidfile = pki.dir.path().join(format!("{label}.pid"));
-        let d = pki.dir.path();
+        let name = format!("coder-guard-memory-watchdog-{label}");
         let started = Instant::now();
-        let watchdog = Command::new("bash")
-            .arg("-c")
-            .arg(support::watchdog::SCRIPT)
-            .arg(format!("coder-guard-memory-watchdog-{label}"))
-            .arg(&pidfile)
-            .arg("")
-            .arg("10")
-            .arg("")
-            .arg(env!("CARGO_BIN_EXE_coder-guard"))
-            .arg("serve")
-            .arg("--tls-cert-file")
-            .arg(d.join("tls.crt"))
-            .arg("--tls-key-file")
-            .arg(d.join("tls.key"))
-            .arg(format!("--listen=127.0.0.1:{webhook_port}"))
-            .arg(format!("--admin-listen=127.0.0.1:{admin_port}"))
-            .args(["--shutdown-delay=0s", "--drain-timeout=2s"])
+        let watchdog = serve_command(&name, &pidfile, 10, None, pki.dir.path(), [webhook_port, admin_port], api)
             .args((!reconcile).then_some("--no-reconcile"))
-            .env("KUBECONFIG", api.kubeconfig())
-            .env("POD_NAMESPACE", OWN_NAMESPACE)
             .env("POD_NAME", format!("memory-bench-{label}"))
             .env_remove("RUST_LOG")
-            .env_remove("CODER_GUARD_CONFIG")
-            .env_remove("CODER_GUARD_NAMESPACES")
-            .stdin(Stdio::piped())
             .stdout(file)
             .stderr(file2)
-            .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot start bash for coder-guard's watchdog: {e}"))?;
         let pid = support::poll(Duration::from_secs(10), Duration::from_millis(20), "the server's pidfile", || {

@@ -44,6 +44,48 @@ pub mod kubectl;
 
 /// coder-guard's own namespace: excluded by the configurations, as in `webhook-config/`.
 pub const OWN_NAMESPACE: &str = "coder-guard";
+
+/// `coder-guard serve` under the watchdog (named `name`, writing `pidfile`, SIGKILL
+/// `grace_secs` after SIGTERM, removing `remove` on EOF) with what every harness start shares:
+/// the serving pair `tls.crt`/`tls.key` in `dir`, the webhook and admin ports on loopback,
+/// `api`'s cluster, a quick shutdown, no inherited configuration, stdin piped to the watchdog,
+/// and its own process group (Ctrl-C ends the test process; the watchdog then stops
+/// coder-guard). The caller adds flags, environment and output, and spawns it.
+pub fn serve_command(
+    name: &str,
+    pidfile: &Path,
+    grace_secs: u32,
+    remove: Option<&Path>,
+    dir: &Path,
+    [webhook_port, admin_port]: [u16; 2],
+    api: &ApiServer,
+) -> Command {
+    let mut command = Command::new("bash");
+    command
+        .arg("-c")
+        .arg(super::watchdog::SCRIPT)
+        .arg(name)
+        .arg(pidfile)
+        .arg("")
+        .arg(grace_secs.to_string())
+        .arg(remove.unwrap_or(Path::new("")))
+        .arg(env!("CARGO_BIN_EXE_coder-guard"))
+        .arg("serve")
+        .arg("--tls-cert-file")
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-key-file")
+        .arg(dir.join("tls.key"))
+        .arg(format!("--listen=127.0.0.1:{webhook_port}"))
+        .arg(format!("--admin-listen=127.0.0.1:{admin_port}"))
+        .args(["--shutdown-delay=0s", "--drain-timeout=2s"])
+        .env("KUBECONFIG", api.kubeconfig())
+        .env("POD_NAMESPACE", OWN_NAMESPACE)
+        .env_remove("CODER_GUARD_CONFIG")
+        .env_remove("CODER_GUARD_NAMESPACES")
+        .stdin(Stdio::piped())
+        .process_group(0);
+    command
+}
 /// The validating webhook for Coder resources (`failurePolicy: Fail`).
 pub const RESOURCES_HOOK: &str = "resources.coderd.coder.com";
 /// The validating webhook for Coder Deployments (`failurePolicy: Ignore`).
@@ -302,37 +344,22 @@ impl CoderGuard {
             .map_err(|e| format!("cannot open {}: {e}", self.log.display()))?;
         let log2 = log.try_clone().map_err(|e| format!("cannot duplicate a file handle: {e}"))?;
         let d = &self.dir;
-        let child = Command::new("bash")
-            .arg("-c")
-            .arg(super::watchdog::SCRIPT)
-            .arg("coder-guard-e2e-watchdog")
-            .arg(d.join("coder-guard.pid"))
-            .arg("")
-            .arg(GRACE_SECS.to_string())
-            .arg(d)
-            .arg(env!("CARGO_BIN_EXE_coder-guard"))
-            .arg("serve")
-            .arg("--tls-cert-file")
-            .arg(d.join("tls.crt"))
-            .arg("--tls-key-file")
-            .arg(d.join("tls.key"))
-            .arg(format!("--listen=127.0.0.1:{}", self.webhook_port))
-            .arg(format!("--admin-listen=127.0.0.1:{}", self.admin_port))
-            .args(["--shutdown-delay=0s", "--drain-timeout=2s"])
-            .args((self.no_op || !RECONCILE.get().copied().unwrap_or(false)).then_some("--no-reconcile"))
-            .args(self.no_op.then_some("--no-op-policy"))
-            .env("KUBECONFIG", self.api.kubeconfig())
-            .env("POD_NAMESPACE", OWN_NAMESPACE)
-            .env_remove("CODER_GUARD_CONFIG")
-            .env_remove("CODER_GUARD_NAMESPACES")
-            .stdin(Stdio::piped())
-            .stdout(log)
-            .stderr(log2)
-            // Outside the terminal's process group: Ctrl-C ends the test process, then the
-            // watchdog stops coder-guard.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot start bash for coder-guard's watchdog: {e}"))?;
+        let pidfile = d.join("coder-guard.pid");
+        let child = serve_command(
+            "coder-guard-e2e-watchdog",
+            &pidfile,
+            GRACE_SECS,
+            Some(d),
+            d,
+            [self.webhook_port, self.admin_port],
+            self.api,
+        )
+        .args((self.no_op || !RECONCILE.get().copied().unwrap_or(false)).then_some("--no-reconcile"))
+        .args(self.no_op.then_some("--no-op-policy"))
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(|e| format!("cannot start bash for coder-guard's watchdog: {e}"))?;
         *self.watchdog.lock().unwrap_or_else(PoisonError::into_inner) = Some(child);
         poll(READY_TIMEOUT, Duration::from_millis(100), "coder-guard /readyz", || {
             if self.http_status("/readyz") == Some(200) {
