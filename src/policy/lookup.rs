@@ -245,8 +245,9 @@ fn retained(object: &Value, fields: &[&str]) -> Value {
 #[derive(Debug, Default)]
 pub struct Index {
     secrets: HashMap<(String, String), Arc<SecretInfo>>,
-    /// Retained fields of indexed objects, as compact JSON text: a tenth of the memory of a
-    /// parsed `Value`, and decoding a typed view straight from text costs no more than from one.
+    /// Retained fields of indexed objects, as compact JSON text: parsed `Value`s added 4 MiB
+    /// to `check`'s peak on 10,000 documents, and consumers decode a typed view from the text
+    /// directly (for the webhook's provisioner-key lookup, 0.25 µs more than from a `Value`).
     objects: HashMap<ObjectKey, Arc<str>>,
     claims: HashMap<Claim, Vec<ObjectKey>>,
     /// The claims each non-Secret object makes (possibly none), to forget them on removal and
