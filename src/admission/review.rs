@@ -278,10 +278,15 @@ pub fn decode(body: &[u8]) -> Result<Review, DecodeError> {
     };
     let object = take_object(&mut request, "object")?;
     let old_object = take_object(&mut request, "oldObject")?;
-    let wire: WireRequest = serde_path_to_error::deserialize(Value::Object(request)).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { "request".to_owned() } else { format!("request.{path}") };
-        DecodeError::Field { path, message: crate::policy::subject::redact(e.inner()) }
+    let request = Value::Object(request);
+    // The path-tracking decoder only runs to explain a failure: on every review it cost about
+    // 1 µs of the 5 (a 1.5 KiB review).
+    let wire = WireRequest::deserialize(&request).or_else(|_| {
+        serde_path_to_error::deserialize::<_, WireRequest>(&request).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { "request".to_owned() } else { format!("request.{path}") };
+            DecodeError::Field { path, message: crate::policy::subject::redact(e.inner()) }
+        })
     })?;
     if wire.uid.is_empty() {
         return Err(DecodeError::MissingField { field: "uid" });
