@@ -24,6 +24,12 @@
 //!   in the same run is the noise every ratio has to be read against;
 //! - `policy+10k`: `policy` with 10,000 Secrets in its index, for memory.
 //!
+//! Reviews: the examples of `examples/admission/` (`val/min`, `mut/min`: the object as written),
+//! and the same objects as kube-apiserver sends them (`val/api`, `mut/api`: defaulted, with
+//! `managedFields` and the full `userInfo`), captured at the start of the run through the e2e
+//! harness's kube-apiserver (`captured`); without the harness only the examples are measured.
+//! All four are saved in `target/webhook-reviews/`.
+//!
 //! Servers log as in production (`--log-format json`, one line per request, to /dev/null).
 //! The servers take turns in `ROUNDS` slices per step (the order reversed every other round),
 //! so background load hits them alike. Each step's p99 ratio is given pooled and as the median
@@ -31,8 +37,12 @@
 //! Every step is bounded by a request count and a time limit. No assertions: numbers only.
 //! Linux only (reads /proc; pins with `taskset`).
 
+#[path = "captured/mod.rs"]
+mod captured;
 #[path = "procfs/mod.rs"]
 mod procfs;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};
@@ -84,6 +94,7 @@ fn main() {
     let seconds = seconds.unwrap_or(2.0);
     let step = Duration::from_secs_f64(seconds);
 
+    let inputs = inputs(&runtime);
     let policy = Server::spawn("policy", 0, pinned, dir.path());
     let blocking = Server::spawn("blocking", 0, pinned, dir.path());
     let no_op = Server::spawn("no-op", 0, pinned, dir.path());
@@ -103,11 +114,11 @@ fn main() {
     let servers = [&no_op, &no_op_b, &policy, &blocking];
     let mut capacity = Vec::new();
     let mut ratios: Vec<(&str, &str, usize, f64)> = Vec::new();
-    for hook in ["validate", "mutate"] {
-        let body = Arc::new(review(hook));
+    for input in &inputs {
+        let (hook, label) = (input.hook, input.label);
         let mut best: Vec<Option<Stats>> = vec![None; servers.len()];
         for conc in CONCURRENCY {
-            let stats = runtime.block_on(step_all(&servers, hook, &body, conc, step));
+            let stats = runtime.block_on(step_all(&servers, hook, &input.body, conc, step));
             let baseline = stats[0].clone();
             for (i, (server, stats)) in servers.iter().zip(&stats).enumerate() {
                 let note = if stats.server_busy >= SATURATED {
@@ -120,24 +131,24 @@ fn main() {
                     ""
                 };
                 let round_ratio = stats.round_ratio(&baseline);
-                print_step(hook, server.mode, stats, &baseline, round_ratio, note);
-                ratios.push((hook, server.mode, conc, round_ratio));
+                print_step(label, server.mode, stats, &baseline, round_ratio, note);
+                ratios.push((label, server.mode, conc, round_ratio));
                 if best[i].as_ref().is_none_or(|b| stats.rate > b.rate) {
                     best[i] = Some(stats.clone());
                 }
             }
         }
         for (server, best) in servers.iter().zip(best) {
-            capacity.push((hook, server.mode, best.expect("at least one step")));
+            capacity.push((label, server.mode, best.expect("at least one step")));
         }
     }
-    print_p99_verdict(&ratios);
+    print_p99_verdict(&inputs, &ratios);
 
     println!();
-    println!("peak throughput per hook and server (the step with the most requests per second)");
+    println!("peak throughput per review and server (the step with the most requests per second)");
     println!(
         "{:<8} {:<8} {:>4} {:>8} {:>9} {:>16} {:>12}",
-        "hook", "server", "conc", "req/s", "CPU µs/r", "req/s per core", "vs no-op"
+        "review", "server", "conc", "req/s", "CPU µs/r", "req/s per core", "vs no-op"
     );
     for (hook, mode, stats) in &capacity {
         let baseline = capacity.iter().find(|(h, m, _)| h == hook && *m == "no-op").map(|(_, _, s)| s).unwrap();
@@ -158,9 +169,9 @@ fn main() {
     println!(
         "in-process, no HTTP (mean of {ENGINE_ITERATIONS} runs): decode | decode + evaluate | + encode the answer"
     );
-    for hook in ["validate", "mutate"] {
-        let [decode, evaluate, encode] = engine_alone(hook);
-        println!("{hook:<8} {decode:>7.1} µs | {evaluate:>7.1} µs | {encode:>7.1} µs");
+    for input in &inputs {
+        let [decode, evaluate, encode] = engine_alone(input.hook, &input.body);
+        println!("{:<8} {decode:>7.1} µs | {evaluate:>7.1} µs | {encode:>7.1} µs", input.label);
     }
 
     let loaded = Server::spawn("policy", CACHED_SECRETS, pinned, dir.path());
@@ -180,7 +191,7 @@ fn main() {
 fn print_step_header() {
     println!(
         "{:<8} {:<8} {:>4} {:>8} {:>8} {:>9} {:>8} {:>9} {:>6} {:>6} {:>8} {:>8} {:>8}  note",
-        "hook",
+        "review",
         "server",
         "conc",
         "p50 µs",
@@ -196,10 +207,10 @@ fn print_step_header() {
     );
 }
 
-fn print_step(hook: &str, mode: &str, stats: &Stats, baseline: &Stats, round_ratio: f64, note: &str) {
+fn print_step(label: &str, mode: &str, stats: &Stats, baseline: &Stats, round_ratio: f64, note: &str) {
     println!(
         "{:<8} {:<8} {:>4} {:>8.0} {:>8.0} {:>9.0} {:>8.0} {:>9.1} {:>6.0} {:>6.0} {:>8.2} {:>8.2} {:>8.2}  {note}",
-        hook,
+        label,
         mode,
         stats.conc,
         stats.p50,
@@ -218,17 +229,17 @@ fn print_step(hook: &str, mode: &str, stats: &Stats, baseline: &Stats, round_rat
 /// The issue's target, "policy work adds at most 20 % to the no-op p99", judged on the median
 /// over rounds of each step's p99 ratio (one slow slice cannot decide it), next to what the
 /// identical `no-op-b` server shows: the noise of this run.
-fn print_p99_verdict(ratios: &[(&str, &str, usize, f64)]) {
+fn print_p99_verdict(inputs: &[Input], ratios: &[(&str, &str, usize, f64)]) {
     println!();
     println!("p99 / no-op p99 per step, median of the {ROUNDS} rounds (rnd/noop above)");
     println!(
         "{:<8} {:<8} {:>8} {:>8} {:>8}  target <= {P99_TARGET:.2}",
-        "hook", "server", "median", "worst", "at conc"
+        "review", "server", "median", "worst", "at conc"
     );
-    for hook in ["validate", "mutate"] {
+    for label in inputs.iter().map(|i| i.label) {
         for mode in ["no-op-b", "policy"] {
             let mut steps: Vec<(usize, f64)> =
-                ratios.iter().filter(|r| r.0 == hook && r.1 == mode).map(|r| (r.2, r.3)).collect();
+                ratios.iter().filter(|r| r.0 == label && r.1 == mode).map(|r| (r.2, r.3)).collect();
             let (worst_conc, worst) = steps.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or_default();
             steps.sort_by(|a, b| a.1.total_cmp(&b.1));
             let median = steps.get(steps.len() / 2).map_or(0.0, |s| s.1);
@@ -237,7 +248,7 @@ fn print_p99_verdict(ratios: &[(&str, &str, usize, f64)]) {
                 "policy" => "missed at the worst step",
                 _ => "(noise: two identical servers)",
             };
-            println!("{hook:<8} {mode:<8} {median:>8.2} {worst:>8.2} {worst_conc:>8}  {verdict}");
+            println!("{label:<8} {mode:<8} {median:>8.2} {worst:>8.2} {worst_conc:>8}  {verdict}");
         }
     }
 }
@@ -245,13 +256,12 @@ fn print_p99_verdict(ratios: &[(&str, &str, usize, f64)]) {
 const ENGINE_ITERATIONS: u32 = 20_000;
 
 /// Mean µs of decoding, decoding and evaluating, and all that plus encoding, for one review.
-fn engine_alone(hook: &str) -> [f64; 3] {
-    use coder_guard::admission::{self, Hook};
+fn engine_alone(hook: &str, body: &[u8]) -> [f64; 3] {
+    use coder_guard::admission;
     use coder_guard::policy::Engine;
-    let body = review(hook);
     let index = index(0);
     let engine = Engine::default();
-    let h = if hook == "validate" { Hook::Validate } else { Hook::Mutate };
+    let h = hook_of(hook);
     let time = |f: &dyn Fn()| {
         let started = Instant::now();
         for _ in 0..ENGINE_ITERATIONS {
@@ -259,22 +269,38 @@ fn engine_alone(hook: &str) -> [f64; 3] {
         }
         started.elapsed().as_secs_f64() * 1e6 / f64::from(ENGINE_ITERATIONS)
     };
-    let eval = |r: &admission::Review| match h {
-        Hook::Validate => engine.evaluate(&r.request(), &index),
-        Hook::Mutate => engine.mutate(&r.request(), &index),
-    };
+    let eval = |r: &admission::Review| run_policy(&engine, &index, h, r);
     [
         time(&|| {
-            std::hint::black_box(admission::decode(&body).unwrap());
+            std::hint::black_box(admission::decode(body).unwrap());
         }),
         time(&|| {
-            std::hint::black_box(eval(&admission::decode(&body).unwrap()));
+            std::hint::black_box(eval(&admission::decode(body).unwrap()));
         }),
         time(&|| {
-            let r = admission::decode(&body).unwrap();
+            let r = admission::decode(body).unwrap();
             std::hint::black_box(admission::respond(&r, h, &eval(&r)));
         }),
     ]
+}
+
+fn hook_of(hook: &str) -> coder_guard::admission::Hook {
+    use coder_guard::admission::Hook;
+    if hook == "validate" { Hook::Validate } else { Hook::Mutate }
+}
+
+/// What the `policy` server computes for a review, in-process.
+fn run_policy(
+    engine: &coder_guard::policy::Engine,
+    index: &Index,
+    hook: coder_guard::admission::Hook,
+    review: &coder_guard::admission::Review,
+) -> coder_guard::policy::Evaluation {
+    use coder_guard::admission::Hook;
+    match hook {
+        Hook::Validate => engine.evaluate(&review.request(), index),
+        Hook::Mutate => engine.mutate(&review.request(), index),
+    }
 }
 
 fn mib(kib: u64) -> f64 {
@@ -431,6 +457,75 @@ async fn send(client: &reqwest::Client, url: &str, body: &Arc<Vec<u8>>) {
         .expect("request");
     assert_eq!(response.status(), 200);
     response.bytes().await.expect("body");
+}
+
+/// One review the load sends: an example of `examples/admission/`, or the same object as
+/// kube-apiserver sends it.
+struct Input {
+    label: &'static str,
+    hook: &'static str,
+    body: Arc<Vec<u8>>,
+}
+
+/// The example reviews (`min`: the object as written, nothing else), then the same objects as
+/// kube-apiserver sends them (`api`, see `captured`) when the e2e harness is available. Prints
+/// each one's size and how the policy answers it: an `api` review is only a fair stand-in if
+/// it gets the same answer as its example.
+fn inputs(runtime: &tokio::runtime::Runtime) -> Vec<Input> {
+    let examples = [("validate", review("validate")), ("mutate", review("mutate"))];
+    let mut inputs: Vec<Input> = examples
+        .iter()
+        .map(|(hook, body)| Input { label: short(hook, "min"), hook, body: Arc::new(body.clone()) })
+        .collect();
+    let pairs: Vec<(&str, &[u8])> = examples.iter().map(|(h, b)| (*h, b.as_slice())).collect();
+    match captured::reviews(runtime, &pairs) {
+        Ok(bodies) => {
+            for ((hook, _), body) in examples.iter().zip(bodies) {
+                inputs.push(Input { label: short(hook, "api"), hook, body: Arc::new(body) });
+            }
+        }
+        Err(e) => println!("NOTE: only the example reviews are measured: no review from kube-apiserver ({e})"),
+    }
+    let saved = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/webhook-reviews");
+    std::fs::create_dir_all(&saved).expect("target/webhook-reviews");
+    println!("reviews sent (policy's answer, in-process), saved in target/webhook-reviews/:");
+    for input in &inputs {
+        std::fs::write(saved.join(format!("{}.json", input.label.replace('/', "-"))), &*input.body)
+            .expect("saved review");
+        let answer = answer(input.hook, &input.body);
+        let example = &inputs.iter().find(|i| i.hook == input.hook).expect("an example per hook").body;
+        let same = if answer == self::answer(input.hook, example) { "" } else { "  WARNING: not the example's answer" };
+        println!("  {:<8} {:>6} bytes  {answer}{same}", input.label, input.body.len());
+    }
+    inputs
+}
+
+fn short(hook: &str, source: &str) -> &'static str {
+    match (hook, source) {
+        ("validate", "min") => "val/min",
+        ("validate", _) => "val/api",
+        (_, "min") => "mut/min",
+        _ => "mut/api",
+    }
+}
+
+/// The policy's verdict, patch operations and warnings for one review.
+fn answer(hook: &str, body: &[u8]) -> String {
+    use base64::Engine as _;
+    use coder_guard::admission;
+    use coder_guard::policy::Engine;
+    let (h, engine, index) = (hook_of(hook), Engine::default(), index(0));
+    let review = admission::decode(body).expect("a review");
+    let eval = run_policy(&engine, &index, h, &review);
+    let response: Value = serde_json::from_slice(&admission::respond(&review, h, &eval)).expect("an answer");
+    let response = &response["response"];
+    let patch = response["patch"].as_str().map_or(0, |p| {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(p).expect("base64 patch");
+        serde_json::from_slice::<Vec<Value>>(&bytes).expect("a JSON patch").len()
+    });
+    let warnings = response["warnings"].as_array().map_or(0, Vec::len);
+    let verdict = if response["allowed"] == true { "allowed" } else { "denied" };
+    format!("{verdict}, {patch} patch operation(s), {warnings} warning(s)")
 }
 
 fn review(hook: &str) -> Vec<u8> {
