@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::review::{API_VERSION, KIND, Review};
 use crate::policy::{Evaluation, Finding, Severity};
@@ -64,7 +65,7 @@ struct ResponseOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     patch_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
+    patch: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -123,7 +124,7 @@ pub fn respond(review: &Review, hook: Hook, eval: &Evaluation) -> Vec<u8> {
     let out = ReviewOut { api_version: API_VERSION, kind: KIND, response };
     // Sized for the usual answer (an allow is about 130 bytes) plus the patch, so the buffer
     // is not regrown on the way.
-    let mut body = Vec::with_capacity(256 + out.response.patch.as_ref().map_or(0, String::len));
+    let mut body = Vec::with_capacity(256 + out.response.patch.as_ref().map_or(0, |p| p.get().len()));
     serde_json::to_writer(&mut body, &out)
         .expect("an AdmissionReview of strings, booleans and numbers always serializes");
     body
@@ -170,10 +171,16 @@ fn deny_status(eval: &Evaluation) -> Status {
     }
 }
 
-fn encode_patch(eval: &Evaluation) -> String {
+/// The patch as a ready JSON string: base64 needs no escaping, and the serializer's escaping,
+/// byte by byte, cost more than the encoding itself.
+fn encode_patch(eval: &Evaluation) -> Box<RawValue> {
     let mut json = Vec::with_capacity(256 * eval.patch.len());
     serde_json::to_writer(&mut json, &eval.patch).expect("JSON patch operations always serialize");
-    base64::engine::general_purpose::STANDARD.encode(json)
+    let mut quoted = String::with_capacity(json.len().div_ceil(3) * 4 + 2);
+    quoted.push('"');
+    base64::engine::general_purpose::STANDARD.encode_string(json, &mut quoted);
+    quoted.push('"');
+    RawValue::from_string(quoted).expect("a quoted base64 string is a JSON string")
 }
 
 /// The warnings: each finding `[rule-id] field.path: message`, capped in length and number.
