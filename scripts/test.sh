@@ -10,17 +10,6 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 2
 fi
 
-step "cargo fmt --check"
-cargo fmt --all -- --check
-
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
-
-# Tools the tests run are built from the Go module proxy: tools/k8s/build.sh (a real etcd,
-# kube-apiserver and kubectl for the end-to-end tests) and tools/helm/build.sh (helm and the
-# cert-manager/prometheus-operator CRDs for the chart tests). Minutes the first time, well under
-# a second when current.
-
 # CI as the test harness reads it (tests/support/mod.rs `is_ci`): `true` in any case, or `1`.
 ci=false
 case "${CI:-}" in [Tt][Rr][Uu][Ee] | 1) ci=true ;; esac
@@ -32,12 +21,23 @@ if [ "$ci" = true ]; then export CARGO_INCREMENTAL=0; fi
 # with cold Go caches, about 6 GB more (go env GOCACHE GOMODCACHE). Say so up front, not as
 # "No space left on device" from the last step.
 need_gb=11
-free_gb=$(df -Pk . | awk 'NR == 2 { printf "%d", $4 / 1048576 }')
-echo "disk: ${free_gb} GB free here; a cold run needs up to ${need_gb} GB"
-if [ "$free_gb" -lt "$need_gb" ]; then
+free_gb=$(df -Pk "${CARGO_TARGET_DIR:-.}" 2>/dev/null | awk 'NR == 2 { printf "%d", $4 / 1048576 }')
+echo "disk: ${free_gb:-unknown} GB free for target/; a cold run needs up to ${need_gb} GB"
+if [ -n "$free_gb" ] && [ "$free_gb" -lt "$need_gb" ]; then
   echo "WARNING: less than ${need_gb} GB free: the run may fail with 'No space left on device'; free some" \
     "space (cargo clean, or remove target/fuzz/build) if it does" >&2
 fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+# Tools the tests run are built from the Go module proxy: tools/k8s/build.sh (a real etcd,
+# kube-apiserver and kubectl for the end-to-end tests) and tools/helm/build.sh (helm and the
+# cert-manager/prometheus-operator CRDs for the chart tests). Minutes the first time, well under
+# a second when current.
 
 # go_tool DIR ASSETS_VAR WHO: builds tools/DIR into $ASSETS_VAR (default target/DIR-test-assets)
 # for the tests named WHO. The build script exits 2 when Go is missing or too old (its message

@@ -114,8 +114,9 @@ fn capture(
             if Instant::now() > deadline {
                 return Err(format!(
                     "kube-apiserver did not call the capturing {hook} hook for {NAMESPACE}/{name} within {WAIT:?}; \
-last create: {}",
-                    text(&created)
+last create: {}; its log is in {}",
+                    text(&created),
+                    api.log_dir().display()
                 ));
             }
             std::thread::sleep(Duration::from_millis(200));
