@@ -50,15 +50,15 @@ impl ValueDigest {
         Self { empty: bytes.is_empty(), sha256: Sha256::digest(bytes).into() }
     }
 
-    /// Lowercase hex of the SHA-256.
-    pub fn hex(&self) -> String {
+    /// `sha256:` and the lowercase hex of the SHA-256: the checksum annotation's value.
+    pub fn checksum(&self) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(64);
-        for b in self.sha256 {
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        let mut out = *b"sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        for (i, b) in self.sha256.iter().enumerate() {
+            out[7 + 2 * i] = HEX[usize::from(b >> 4)];
+            out[8 + 2 * i] = HEX[usize::from(b & 0x0f)];
         }
-        out
+        String::from_utf8(out.to_vec()).expect("ASCII")
     }
 }
 
@@ -215,7 +215,7 @@ pub const INDEXED_FIELDS: [(Kind, &[&str]); 3] = [
         Kind::CoderInstance,
         &["/spec/url", "/spec/controlPlaneRef", "/spec/tokenSecretRef", "/spec/caSecretRef", "/spec/license"],
     ),
-    (Kind::CoderProvisionerKey, &["/spec"]),
+    (Kind::CoderProvisionerKey, &["/spec/secretName", "/spec/secretKey"]),
 ];
 
 /// The part of `object` an `Index` keeps: type, name, namespace and `fields`.
@@ -466,8 +466,8 @@ mod tests {
         // base64 `data` and plain `stringData` of the same value digest alike.
         assert_eq!(info.digest("b64"), info.digest("plain"));
         assert_eq!(
-            info.digest("b64").map(ValueDigest::hex).as_deref(),
-            Some("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
+            info.digest("b64").map(ValueDigest::checksum).as_deref(),
+            Some("sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
         );
         assert!(!format!("{info:?}").contains("hello"));
     }

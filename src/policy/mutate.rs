@@ -5,13 +5,14 @@
 //! rules: the mutators are listed by `rules::infos()` for `coder-guard rules` and config
 //! validation, but are not in `CATALOG`.
 //!
-//! Patch rules: pointers are built from escaped tokens only (`PointerBuf::from_tokens`); a
+//! Patch rules: pointers are built from escaped tokens only (`push_back` onto a pointer whose
+//! prefix is a literal `Pointer::from_static` checks); a
 //! missing or `null` map or list is added whole, never replaced; an existing key is replaced
 //! only when its value differs. Applying the patch and mutating again yields an empty patch.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use json_patch::jsonptr::{PointerBuf, Token};
+use json_patch::jsonptr::{Pointer, PointerBuf, Token};
 use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
 use serde_json::{Map, Value, json};
 
@@ -64,10 +65,13 @@ pub static MUTATORS: [RuleInfo; 2] = [INJECTION, CHECKSUM];
 /// Pod-template annotation holding `sha256:<hex>` of the provisioner key.
 pub const CHECKSUM_ANNOTATION: &str = "checksum/provisioner-key";
 
-/// Where the pod template's annotations live.
-const TEMPLATE_ANNOTATIONS: [&str; 4] = ["spec", "template", "metadata", "annotations"];
+/// Where the pod template's annotations live, as map keys and as a pointer (a test checks
+/// they agree; the pointer is a literal because building it token by token costs more than
+/// the rest of the checksum).
+const TEMPLATE_ANNOTATIONS: (&[&str], &Pointer) =
+    (&["spec", "template", "metadata", "annotations"], Pointer::from_static("/spec/template/metadata/annotations"));
 /// Where the pod's containers live.
-const CONTAINERS: [&str; 4] = ["spec", "template", "spec", "containers"];
+const CONTAINERS: &Pointer = Pointer::from_static("/spec/template/spec/containers");
 
 /// A Secret key an env var reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,7 +225,7 @@ and coder-guard adds the right one, or remove the annotation to keep it",
             if present {
                 continue;
             }
-            let mut container = PointerBuf::from_tokens(CONTAINERS);
+            let mut container = CONTAINERS.to_buf();
             container.push_back(i);
             if let Some(op) = append(self.req.object, &container, "env", env_entry(&want)) {
                 ops.push(op);
@@ -246,8 +250,8 @@ and coder-guard adds the right one, or remove the annotation to keep it",
         let Some(secret) = self.key_secret(injected) else { return };
         let Found::Present(info) = self.lookup.secret(self.req.namespace, &secret.name) else { return };
         let Some(digest) = info.digest(&secret.key).filter(|d| !d.empty) else { return };
-        let value = Value::String(format!("sha256:{}", digest.hex()));
-        ops.extend(set_entry(self.req.object, &TEMPLATE_ANNOTATIONS, CHECKSUM_ANNOTATION, value));
+        let value = Value::String(digest.checksum());
+        ops.extend(set_entry(self.req.object, TEMPLATE_ANNOTATIONS, CHECKSUM_ANNOTATION, value));
     }
 
     /// The Secret key the pod template reads `CODER_PROVISIONER_DAEMON_KEY` from once the
@@ -328,7 +332,7 @@ fn append(root: &Value, parent: &PointerBuf, field: &str, item: Value) -> Option
 /// `replace` when the key holds another value, `add` of the key when it is missing, and `add`
 /// of the whole nested map at the first missing or `null` parent. None as well when a parent is
 /// not a map.
-fn set_entry(root: &Value, parents: &[&str], key: &str, value: Value) -> Option<PatchOperation> {
+fn set_entry(root: &Value, (parents, pointer): (&[&str], &Pointer), key: &str, value: Value) -> Option<PatchOperation> {
     let mut node = root.as_object()?;
     for (depth, token) in parents.iter().enumerate() {
         match node.get(*token) {
@@ -344,7 +348,7 @@ fn set_entry(root: &Value, parents: &[&str], key: &str, value: Value) -> Option<
             Some(_) => return None,
         }
     }
-    let mut path = PointerBuf::from_tokens(parents.iter().copied());
+    let mut path = pointer.to_buf();
     path.push_back(key);
     match node.get(key) {
         Some(v) if *v == value => None,

@@ -4,14 +4,15 @@ use serde_json::{Value, json};
 use super::*;
 use crate::policy::Severity::{Error, Warning};
 use crate::policy::fixtures::*;
-use crate::policy::lookup::{Index, ValueDigest};
+use crate::policy::lookup::Index;
 use crate::policy::{Engine, rules};
+use sha2::Digest as _;
 
 const KEY_VALUE: &str = "pk-fake-key-material-0001";
 const INJECT: &str = "provisioner-key-injection";
 
 fn checksum() -> String {
-    format!("sha256:{}", ValueDigest::of(KEY_VALUE.as_bytes()).hex())
+    format!("sha256:{:x}", sha2::Sha256::digest(KEY_VALUE.as_bytes()))
 }
 
 /// The key `pk` (Secret `pk-provisioner-key`, key `key`) and its Secret.
@@ -394,6 +395,12 @@ fn lookup_strategy() -> impl Strategy<Value = Index> {
 
 fn annotations_at<'v>(object: &'v Value, pointer: &str) -> Option<&'v Map<String, Value>> {
     object.pointer(pointer).and_then(Value::as_object)
+}
+
+#[test]
+fn literal_pointers_name_the_keys_walked() {
+    let (keys, pointer) = TEMPLATE_ANNOTATIONS;
+    assert_eq!(PointerBuf::from_tokens(keys.iter().copied()), pointer.to_buf());
 }
 
 proptest! {

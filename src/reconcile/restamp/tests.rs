@@ -4,13 +4,13 @@ use base64::Engine as _;
 use kube::api::ObjectMeta;
 
 use super::*;
-use crate::policy::lookup::ValueDigest;
+use sha2::Digest as _;
 
 const NS: &str = "builds";
 const SECRET: &str = "gpu-builds-provisioner-key";
 
 fn checksum(value: &str) -> String {
-    format!("sha256:{}", ValueDigest::of(value.as_bytes()).hex())
+    format!("sha256:{:x}", sha2::Sha256::digest(value.as_bytes()))
 }
 
 fn key_env(secret: &str) -> Value {
