@@ -7,6 +7,7 @@ mod log_capture;
 mod server_support;
 
 use base64::Engine as _;
+use coder_guard::server::{LogFormat, logging};
 use log_capture::LogCapture;
 use serde_json::json;
 use server_support::{Options, TestServer, deny_review, mutate_review};
@@ -18,11 +19,9 @@ const ENV_VALUE: &str = "https://user:env-password-0f8fad5b@coder.example.com";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_carry_identities_but_no_values() {
     let capture = LogCapture::default();
-    tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(capture.clone())
-        .try_init()
+    // The production JSON format (`serve --log-format json`), every level.
+    let filter = tracing_subscriber::EnvFilter::new("trace");
+    tracing::subscriber::set_global_default(logging::subscriber(LogFormat::Json, filter, false, capture.clone()))
         .unwrap();
 
     let server = TestServer::start(Options::default()).await;
@@ -64,14 +63,14 @@ async fn logs_carry_identities_but_no_values() {
     let answered: serde_json::Value = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["fields"]["message"] == "admission review answered" && l["span"]["uid"] == "log-denied")
+        .find(|l| l["message"] == "admission review answered" && l["span"]["uid"] == "log-denied")
         .unwrap_or_else(|| panic!("no answered line for log-denied:\n{logs}"));
     let span = &answered["span"];
     let identity = ["webhook", "uid", "kind", "namespace", "object", "operation", "dry_run"].map(|f| span[f].clone());
     let expected = ["validate", "log-denied", "CoderProvisioner", "coder", "builds", "CREATE"].map(|s| json!(s));
     assert_eq!(identity[..6], expected, "span fields of {answered}");
     assert_eq!(identity[6], json!(false), "dry_run of {answered}");
-    assert_eq!(answered["fields"]["verdict"], "denied");
+    assert_eq!(answered["verdict"], "denied");
     assert!(logs.contains("provisioner-key-conflicts"), "rule ids are logged");
     let encoded = base64::engine::general_purpose::STANDARD.encode(SECRET_VALUE);
     for value in [SECRET_VALUE, encoded.as_str(), STRING_DATA, ENV_VALUE, "env-password", "hunter2"] {
