@@ -60,14 +60,14 @@ use coder_guard::server::{self, Execution, Limits, LogFormat, Settings};
 use serde_json::{Value, json};
 
 const CONCURRENCY: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
-const MAX_REQUESTS_PER_STEP: usize = 120_000;
 const WARM_UP_REQUESTS: usize = 300;
 const ROUNDS: u32 = 16;
 const CACHED_SECRETS: usize = 10_000;
 /// Clients during the profile: enough to keep the server's core busy.
 const PROFILE_CONCURRENCY: usize = 8;
-/// Requests per second the profile's count bound allows (far above what one core serves).
-const PROFILE_MAX_RATE: f64 = 200_000.0;
+/// Requests per second a slice's count bound allows (far above what one core serves): slices
+/// end by time, the count only guards against a runaway.
+const MAX_RATE: f64 = 200_000.0;
 /// CPU the servers are pinned to.
 const SERVER_CPU: usize = 1;
 /// A core this busy (share of wall time) counts as saturated.
@@ -120,7 +120,8 @@ fn main() {
     print_step_header();
     let servers = [&no_op, &no_op_b, &policy, &blocking];
     let mut capacity = Vec::new();
-    let mut ratios: Vec<(&str, &str, usize, RoundRatio)> = Vec::new();
+    // Per review, server and step: each round's p99 over no-op's in the same round.
+    let mut ratios: Vec<(&str, &str, usize, Vec<f64>)> = Vec::new();
     for input in &inputs {
         let (hook, label) = (input.hook, input.label);
         let mut best: Vec<Option<Stats>> = vec![None; servers.len()];
@@ -137,12 +138,12 @@ fn main() {
                 } else {
                     ""
                 };
-                let round_ratio = stats.round_ratio(&baseline);
-                print_step(label, server.mode, stats, &baseline, round_ratio.median, note);
-                ratios.push((label, server.mode, conc, round_ratio));
+                let round_ratios = stats.round_ratios(&baseline);
+                print_step(label, server.mode, stats, &baseline, RoundRatio::of(round_ratios.clone()).median, note);
+                ratios.push((label, server.mode, conc, round_ratios));
                 if server.mode == "policy" {
                     // Over the other no-op server: a second estimate, with its own denominator.
-                    ratios.push((label, POLICY_B, conc, stats.round_ratio(baseline_b)));
+                    ratios.push((label, POLICY_B, conc, stats.round_ratios(baseline_b)));
                 }
                 if best[i].as_ref().is_none_or(|b| stats.rate > b.rate) {
                     best[i] = Some(stats.clone());
@@ -243,8 +244,10 @@ fn print_step(label: &str, mode: &str, stats: &Stats, baseline: &Stats, round_ra
 /// at or below it, misses it when the whole interval is above, and is undecided otherwise.
 /// Next to it, the same for the identical `no-op-b` server (the noise of this run), and
 /// `policy` over `no-op-b` instead of `no-op` (the same question with another denominator).
-fn print_p99_verdict(inputs: &[Input], ratios: &[(&str, &str, usize, RoundRatio)]) {
-    let confidence = ratios.iter().map(|r| r.3.confidence).fold(1.0, f64::min) * 100.0;
+fn print_p99_verdict(inputs: &[Input], ratios: &[(&str, &str, usize, Vec<f64>)]) {
+    let per_step: Vec<(&str, &str, usize, RoundRatio)> =
+        ratios.iter().map(|(label, mode, conc, r)| (*label, *mode, *conc, RoundRatio::of(r.clone()))).collect();
+    let confidence = per_step.iter().map(|r| r.3.confidence).fold(1.0, f64::min) * 100.0;
     println!();
     println!(
         "p99 / no-op p99 per step: median of the {ROUNDS} rounds' ratios (rnd/noop above), {confidence:.0} % interval"
@@ -256,7 +259,7 @@ fn print_p99_verdict(inputs: &[Input], ratios: &[(&str, &str, usize, RoundRatio)
     for label in inputs.iter().map(|i| i.label) {
         for mode in VERDICT_ROWS {
             let steps: Vec<(usize, RoundRatio)> =
-                ratios.iter().filter(|r| r.0 == label && r.1 == mode).map(|r| (r.2, r.3)).collect();
+                per_step.iter().filter(|r| r.0 == label && r.1 == mode).map(|r| (r.2, r.3)).collect();
             let (worst_conc, worst) =
                 steps.iter().map(|(c, r)| (*c, r.median)).max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or_default();
             let mut medians: Vec<f64> = steps.iter().map(|(_, r)| r.median).collect();
@@ -280,12 +283,40 @@ fn print_p99_verdict(inputs: &[Input], ratios: &[(&str, &str, usize, RoundRatio)
     println!("per step (clients: median [interval]):");
     for label in inputs.iter().map(|i| i.label) {
         for mode in VERDICT_ROWS {
-            let steps: Vec<String> = ratios
+            let steps: Vec<String> = per_step
                 .iter()
                 .filter(|r| r.0 == label && r.1 == mode)
                 .map(|(_, _, conc, r)| format!("{conc}: {:.2} [{:.2}, {:.2}]", r.median, r.lo, r.hi))
                 .collect();
             println!("{label:<8} {mode:<8} {}", steps.join("  "));
+        }
+    }
+    // Every round of every step at once: one interval for the whole load range, each step
+    // weighing alike.
+    println!();
+    println!("p99 / no-op p99 over all steps: median of every round's ratio, its interval, and the verdict");
+    println!(
+        "{:<8} {:<8} {:>6} {:>8} {:>16} {:>11}  target <= {P99_TARGET:.2}",
+        "review", "server", "rounds", "median", "interval", "confidence"
+    );
+    for label in inputs.iter().map(|i| i.label) {
+        for mode in VERDICT_ROWS {
+            let all: Vec<f64> =
+                ratios.iter().filter(|r| r.0 == label && r.1 == mode).flat_map(|r| r.3.iter().copied()).collect();
+            let n = all.len();
+            let r = RoundRatio::of(all);
+            let verdict = match mode {
+                "no-op-b" => "(noise: two identical servers)",
+                _ if r.hi <= P99_TARGET => "met",
+                _ if r.lo > P99_TARGET => "missed",
+                _ => "undecided",
+            };
+            let interval = format!("[{:.2}, {:.2}]", r.lo, r.hi);
+            println!(
+                "{label:<8} {mode:<8} {n:>6} {:>8.2} {interval:>16} {:>10.1}%  {verdict}",
+                r.median,
+                r.confidence * 100.0
+            );
         }
     }
 }
@@ -375,9 +406,8 @@ struct Stats {
 impl Stats {
     /// This server's p99 over `baseline`'s p99 in the same round: median over the rounds, and
     /// its interval.
-    fn round_ratio(&self, baseline: &Stats) -> RoundRatio {
-        let ratios: Vec<f64> = self.round_p99.iter().zip(&baseline.round_p99).map(|(a, b)| a / b).collect();
-        RoundRatio::of(ratios)
+    fn round_ratios(&self, baseline: &Stats) -> Vec<f64> {
+        self.round_p99.iter().zip(&baseline.round_p99).map(|(a, b)| a / b).collect()
     }
 }
 
@@ -472,7 +502,8 @@ async fn step_all(servers: &[&Server], hook: &str, body: &Arc<Vec<u8>>, conc: us
             let (server, url, clients, tally) = &mut prepared[i];
             let (server_before, loadgen_before) = (cpu_time(server.child.id()), cpu_time(std::process::id()));
             let started = Instant::now();
-            let mut round = slice(url, clients, body, step / ROUNDS, MAX_REQUESTS_PER_STEP / ROUNDS as usize).await;
+            let time = step / ROUNDS;
+            let mut round = slice(url, clients, body, time, (time.as_secs_f64() * MAX_RATE) as usize).await;
             round.sort_by(f64::total_cmp);
             tally.round_p99.push(quantile(&round, 0.99));
             tally.latencies.extend(round);
@@ -745,7 +776,7 @@ fn profile_hot_path(runtime: &tokio::runtime::Runtime, seconds: Duration, pinned
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let before = cpu_time(server.child.id());
                 // Bounded by time; the count bound only guards against a runaway.
-                let max = (seconds.as_secs_f64() * PROFILE_MAX_RATE) as usize;
+                let max = (seconds.as_secs_f64() * MAX_RATE) as usize;
                 let n = slice(&url, &clients, &body, seconds, max).await.len();
                 let cpu = cpu_time(server.child.id()).saturating_sub(before);
                 tokio::task::spawn_blocking(move || perf.wait()).await.unwrap().expect("perf record");
