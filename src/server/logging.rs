@@ -16,6 +16,7 @@ use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The log line format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -43,10 +44,8 @@ impl FromStr for LogFormat {
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal();
-    tracing::subscriber::set_global_default(subscriber(format, filter, ansi, std::io::stderr))
-        .expect("the log subscriber is installed once, at start");
-    // Events of crates that use `log` (rustls among them) go through `tracing` too.
-    let _ = tracing_log::LogTracer::init();
+    // Also routes the events of crates that use `log` (rustls among them) through `tracing`.
+    subscriber(format, filter, ansi, std::io::stderr).init();
 }
 
 /// The subscriber `init` installs, writing lines to `writer`.
