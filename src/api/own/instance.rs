@@ -1,4 +1,4 @@
-//! `CoderInstance`: a coderd deployment, how to reach it, and its license and appearance.
+//! `CoderInstance`: a coderd deployment, how to reach it, and its license, appearance and organization sync.
 
 use super::*;
 

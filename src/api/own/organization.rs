@@ -1,4 +1,4 @@
-//! `CoderOrganization`: a coderd organization and its IdP sync settings.
+//! `CoderOrganization`: a coderd organization and its group and role sync.
 
 use super::*;
 
